@@ -1,0 +1,64 @@
+"""Epoch checkpoints: written atomically, the last two kept, corrupt ones named clearly."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_emp.errors import UserInputError
+from ssl_emp.io import atomic_write
+
+CHECKPOINT_FORMAT = 1
+KEEP_LAST = 2
+
+
+def checkpoint_path(directory: Path, epoch: int) -> Path:
+    """Path of the checkpoint written after ``epoch`` completed epochs."""
+    return directory / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints in ``directory``, oldest first."""
+    return sorted(directory.glob("epoch_*.pt"))
+
+
+def save_checkpoint(directory: Path, epoch: int, payload: dict[str, Any]) -> Path:
+    """Atomically write ``payload`` for ``epoch`` and delete all but the last two."""
+    path = checkpoint_path(directory, epoch)
+    atomic_write(path, lambda stream: torch.save({"format": CHECKPOINT_FORMAT, **payload}, stream))
+    for old in list_checkpoints(directory)[:-KEEP_LAST]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, previous: Path | None = None) -> dict[str, Any]:
+    """Load one checkpoint; a damaged file gives a one-line error naming the previous good one."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+        fallback = f"; the previous checkpoint is {previous}" if previous else ""
+        raise UserInputError(
+            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}){fallback}; "
+            "delete the damaged file to resume from an earlier one"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserInputError(f"{path} is not an ssl_emp checkpoint; remove it from {path.parent}")
+    return payload
+
+
+def load_latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads, skipping (and reporting) damaged newer ones."""
+    candidates = list_checkpoints(directory)
+    for position in range(len(candidates) - 1, -1, -1):
+        path = candidates[position]
+        try:
+            return path, load_checkpoint(path)
+        except UserInputError as error:
+            if position == 0:
+                raise
+            print(f"warning: {error}; falling back to {candidates[position - 1]}")
+    return None

@@ -1,0 +1,112 @@
+"""The in-memory dataset every trainer consumes: a uint8 image tensor, labels, and indices.
+
+A batch is an index tensor into :class:`ImageData`; images are gathered with one indexing
+operation on the data's device, so there is no per-sample Python and no PIL in the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image dataset held as tensors.
+
+    Attributes:
+        images: uint8 tensor of shape (N, C, H, W).
+        labels: int64 tensor of shape (N,).
+        num_classes: number of label classes.
+        mean: per-channel mean of the source data in [0, 1], for normalisation.
+        std: per-channel standard deviation in [0, 1], for normalisation.
+        name: short name of the source, for logs.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must have one entry per image")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        """Number of colour channels (1 or 3)."""
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Side length of the (square) stored images."""
+        return int(self.images.shape[-1])
+
+    @property
+    def device(self) -> torch.device:
+        """Device the tensors live on."""
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """The same data on ``device`` (one copy of the whole tensor)."""
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
+    def select(self, indices: np.ndarray | torch.Tensor) -> ImageData:
+        """The samples at ``indices`` (a subset), as a new dataset."""
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        return replace(self, images=self.images[index], labels=self.labels[index])
+
+
+def balanced_subset_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Seeded, class-balanced choice of ``size`` indices (sorted).
+
+    Classes get ``size // C`` samples each and the remainder goes to randomly chosen classes;
+    a class with too few samples gives all it has and the rest is filled from the others.
+
+    Args:
+        labels: integer class labels, one per sample.
+        size: number of indices to return; at most ``len(labels)``.
+        seed: seed of the choice.
+    """
+    if size >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    quota = {c: size // len(classes) for c in classes}
+    for c in rng.choice(classes, size=size % len(classes), replace=False):
+        quota[c] += 1
+    chosen = [pools[c][: quota[c]] for c in classes]
+    missing = size - sum(len(part) for part in chosen)
+    if missing > 0:
+        rest = np.concatenate([pools[c][quota[c] :] for c in classes])
+        chosen.append(rng.choice(rest, size=missing, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def index_batches(
+    indices: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Split ``indices`` (shuffled when a generator is given) into near-equal batches.
+
+    Every index is used exactly once: ``ceil(n / batch_size)`` batches whose sizes differ by at
+    most one, none larger than ``batch_size``, so no sample is silently dropped and the
+    sample-visit accounting stays exact.
+    """
+    if generator is not None:
+        order = torch.randperm(len(indices), generator=generator).to(indices.device)
+        indices = indices[order]
+    num_batches = max(1, -(-len(indices) // batch_size))
+    return list(torch.tensor_split(indices, num_batches))

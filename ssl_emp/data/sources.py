@@ -1,0 +1,290 @@
+"""Loaders for each ``data.source``: Fashion-MNIST (IDX), CIFAR (torchvision), image folders,
+and synthetic data for tests. Each returns train and test :class:`ImageData` on the CPU."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.transforms.v2 import functional as tvf
+
+from ssl_emp.config import DataConfig
+from ssl_emp.data.dataset import ImageData, balanced_subset_indices
+from ssl_emp.errors import UserInputError
+
+FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_INSTALL = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# Per-channel statistics of the standard training splits (in [0, 1]).
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not) as a numpy array of its stored dtype.
+
+    The IDX format: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then
+    one big-endian uint32 per dimension and the raw data.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:
+        raise UserInputError(
+            f"cannot read IDX file {path}: {error}; reinstall the dataset"
+        ) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserInputError(f"{path} is not a uint8 IDX file; reinstall the dataset")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise UserInputError(f"{path} is truncated ({data.size} of {np.prod(shape)} bytes)")
+    return data.reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for folder in (root, root / "FashionMNIST" / "raw", root / "raw"):
+        for name in (f"{stem}.gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_fashion_mnist(root: str | None) -> tuple[ImageData, ImageData]:
+    """Fashion-MNIST from gzipped IDX files (Debian package layout or torchvision's)."""
+    base = Path(root) if root else FASHION_MNIST_DEFAULT_ROOT
+    splits = []
+    for split, (image_stem, label_stem) in FASHION_MNIST_FILES.items():
+        image_path, label_path = _find_idx(base, image_stem), _find_idx(base, label_stem)
+        if image_path is None or label_path is None:
+            raise UserInputError(
+                f"Fashion-MNIST {split} files not found under {base}; install them with "
+                f"'{FASHION_MNIST_INSTALL}' or set data.root to a folder holding "
+                f"{image_stem}.gz"
+            )
+        images = torch.from_numpy(read_idx(image_path).copy()).unsqueeze(1)
+        labels = torch.from_numpy(read_idx(label_path).astype(np.int64))
+        mean, std = DATASET_STATS["fashion_mnist"]
+        splits.append(ImageData(images, labels, 10, mean, std, "fashion_mnist"))
+    return splits[0], splits[1]
+
+
+def _read_cifar_batches(folder: Path, files: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Images (N, 3, 32, 32) and labels from CIFAR's python-pickle batch files."""
+    images, labels = [], []
+    for name in files:
+        path = folder / name
+        try:
+            with open(path, "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")
+        except (OSError, pickle.UnpicklingError, EOFError) as error:
+            raise UserInputError(f"cannot read CIFAR batch {path} ({error})") from None
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    return np.concatenate(images), labels
+
+
+def load_cifar(name: str, root: str | None, download: bool) -> tuple[ImageData, ImageData]:
+    """CIFAR-10 or CIFAR-100 in torchvision's layout under a local root.
+
+    torchvision downloads and names the files (``download=True``); the batches are read here
+    directly, so any folder in the CIFAR python format works (torchvision itself insists on
+    the official checksums).
+    """
+    dataset_class = CIFAR10 if name == "cifar10" else CIFAR100
+    base = Path(root) if root else Path("data")
+    if download:
+        for train in (True, False):
+            dataset_class(root=str(base), train=train, download=True)
+    folder = base / dataset_class.base_folder
+    files = [entry[0] for entry in dataset_class.train_list + dataset_class.test_list]
+    missing = [file for file in files if not (folder / file).is_file()]
+    if missing:
+        raise UserInputError(
+            f"{name} not found: {folder / missing[0]} is missing; set data.root to the folder "
+            f"that holds {dataset_class.base_folder}/, or data.download=true on a machine with "
+            "internet"
+        )
+    mean, std = DATASET_STATS[name]
+    splits = []
+    for file_list in (dataset_class.train_list, dataset_class.test_list):
+        images, labels = _read_cifar_batches(folder, [entry[0] for entry in file_list])
+        num_classes = 10 if name == "cifar10" else 100
+        splits.append(
+            ImageData(
+                torch.from_numpy(images),
+                torch.as_tensor(labels, dtype=torch.long),
+                num_classes,
+                mean,
+                std,
+                name,
+            )
+        )
+    return splits[0], splits[1]
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    scaled = images.float().div_(255)
+    mean = scaled.mean(dim=(0, 2, 3))
+    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _decode_image(path: Path) -> torch.Tensor:
+    """One image file as a uint8 (C, H, W) tensor: 1 channel for grayscale, 3 for colour."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            if opened.mode in ("L", "1", "I", "I;16", "F") or opened.mode in ("LA",):
+                image = opened.convert("L")
+            else:
+                image = opened.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UserInputError(
+            f"cannot decode image {path} ({error}); remove or replace the file"
+        ) from None
+    array = np.asarray(image, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _read_folder_split(
+    folder: Path, classes: list[str], image_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    channels: dict[int, Path] = {}
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for path in files:
+            image = _decode_image(path)
+            channels.setdefault(image.shape[0], path)
+            if len(channels) > 1:
+                gray, rgb = channels.get(1), channels.get(3)
+                raise UserInputError(
+                    f"image folder mixes grayscale ({gray}) and RGB ({rgb}) images; convert them "
+                    "all to one mode"
+                )
+            side = image_size or min(image.shape[-2:])
+            image = tvf.center_crop(tvf.resize(image, [side], antialias=True), [side, side])
+            images.append(image)
+            labels.append(label)
+    if not images:
+        raise UserInputError(
+            f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            "add images to its class folders"
+        )
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) > 1:
+        raise UserInputError(
+            f"images in {folder} have different sizes {sorted(sizes)[:3]}; set augment.image_size"
+        )
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
+
+
+def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageData, ImageData]:
+    """An image folder with ``train/CLASS/*.png`` and ``test/CLASS/*`` (or ``val/``), in memory.
+
+    Images are resized (shorter side) and centre-cropped to ``image_size`` once, at load time.
+    """
+    if root is None:
+        raise UserInputError(
+            "data.source=image_folder needs data.root=FOLDER (with train/ and test/)"
+        )
+    base = Path(root)
+    train_dir = base / "train"
+    test_dir = next((base / n for n in ("test", "val") if (base / n).is_dir()), None)
+    if not train_dir.is_dir() or test_dir is None:
+        raise UserInputError(
+            f"image folder {base} needs train/ and test/ (or val/) sub-folders of class folders"
+        )
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise UserInputError(
+            f"image folder {train_dir} has no class sub-folders; add CLASS/ folders"
+        )
+    train_images, train_labels = _read_folder_split(train_dir, classes, image_size)
+    test_images, test_labels = _read_folder_split(test_dir, classes, train_images.shape[-1])
+    mean, std = _channel_stats(train_images)
+    name = "image_folder"
+    return (
+        ImageData(train_images, train_labels, len(classes), mean, std, name),
+        ImageData(test_images, test_labels, len(classes), mean, std, name),
+    )
+
+
+def make_synthetic(
+    size: int,
+    num_classes: int,
+    seed: int,
+    split: int = 0,
+    image_size: int = 16,
+    channels: int = 3,
+) -> ImageData:
+    """Small learnable data for tests: one smooth random prototype per class plus noise.
+
+    The prototypes depend on ``seed`` only; ``split`` picks independent noise, so a train and
+    a test split built with the same seed share their classes.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_classes, channels, 4, 4, generator=generator)
+    prototypes = torch.nn.functional.interpolate(coarse, size=image_size, mode="bilinear")
+    labels = torch.arange(size) % num_classes
+    generator.manual_seed(seed * 1000 + split + 1)
+    noise = 0.15 * torch.randn(size, channels, image_size, image_size, generator=generator)
+    images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
+    mean, std = _channel_stats(images)
+    return ImageData(images, labels, num_classes, mean, std, "synthetic")
+
+
+def build_datasets(
+    config: DataConfig, seed: int, image_size: int | None = None
+) -> tuple[ImageData, ImageData]:
+    """Load train and test data for ``config.source`` on the CPU, with the subsets applied.
+
+    Args:
+        config: the ``data`` section.
+        seed: run seed, for the class-balanced subsets and synthetic data.
+        image_size: target side length for image folders (other sources keep their own).
+    """
+    if config.source == "fashion_mnist":
+        train, test = load_fashion_mnist(config.root)
+    elif config.source in ("cifar10", "cifar100"):
+        train, test = load_cifar(config.source, config.root, config.download)
+    elif config.source == "image_folder":
+        train, test = load_image_folder(config.root, image_size)
+    else:
+        train = make_synthetic(config.synthetic_size, config.synthetic_classes, seed=seed)
+        test = make_synthetic(
+            max(config.synthetic_size // 4, config.synthetic_classes),
+            config.synthetic_classes,
+            seed=seed,
+            split=1,
+        )
+        test = ImageData(
+            test.images, test.labels, test.num_classes, train.mean, train.std, "synthetic"
+        )
+    if config.subset is not None:
+        if config.subset > len(train):
+            raise UserInputError(
+                f"data.subset={config.subset} exceeds the {len(train)} training samples of "
+                f"{config.source}; use at most {len(train)}"
+            )
+        train = train.select(balanced_subset_indices(train.labels.numpy(), config.subset, seed))
+    if config.test_subset is not None and config.test_subset < len(test):
+        test = test.select(balanced_subset_indices(test.labels.numpy(), config.test_subset, seed))
+    return train, test

@@ -1,0 +1,9 @@
+"""Error type for bad user input.
+
+The CLI turns a ``UserInputError`` into a one-line message on stderr and exit code 2, so every
+check on user input raises this type with a message that names the problem and the fix.
+"""
+
+
+class UserInputError(Exception):
+    """Bad input from the user (config, data, run directory); reported without a traceback."""

@@ -1,0 +1,70 @@
+"""Crash-safe file writes: a temporary file, flush and fsync, then an atomic rename.
+
+A run killed at any moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(handle)`` on a temporary file next to ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` as indented JSON."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda stream: stream.write(text.encode()))
+
+
+def write_yaml(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` as YAML (keys in their given order)."""
+    text = yaml.safe_dump(payload, sort_keys=False)
+    atomic_write(path, lambda stream: stream.write(text.encode()))
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it (a line is written whole or, on a crash, not at all
+    as far as readers of complete lines are concerned)."""
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write(json.dumps(record, sort_keys=True) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Atomically replace ``path`` with ``records``, one JSON object per line."""
+    text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    atomic_write(path, lambda stream: stream.write(text.encode()))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete JSON lines of ``path`` (a torn last line is ignored)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -1,0 +1,49 @@
+"""SimCLR: two augmented views, a projection head, and the per-sample NT-Xent loss."""
+
+from __future__ import annotations
+
+import torch
+from lightly.models.modules import SimCLRProjectionHead
+from torch import nn
+
+from ssl_emp.augment import ViewAugmentation
+from ssl_emp.losses import nt_xent_per_sample
+from ssl_emp.methods.base import MethodOutput
+from ssl_emp.models.backbones import Backbone
+
+
+class SimCLR(nn.Module):
+    """SimCLR (Chen et al., 2020) with per-sample losses.
+
+    Args:
+        backbone: encoder producing the features h.
+        augmentation: view pipeline applied to each uint8 batch (twice).
+        proj_hidden_dim: hidden width of lightly's projection head.
+        proj_dim: output size of the projection head.
+        temperature: NT-Xent temperature.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        augmentation: ViewAugmentation,
+        proj_hidden_dim: int,
+        proj_dim: int,
+        temperature: float,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.augmentation = augmentation
+        self.projection_head = SimCLRProjectionHead(
+            input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
+        )
+        self.temperature = temperature
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        """Per-sample NT-Xent of a uint8 batch (B, C, H, W), with both views' features."""
+        view_a, view_b = self.augmentation.two_views(images)
+        features = self.backbone(torch.cat([view_a, view_b]))
+        projections = self.projection_head(features)
+        z_a, z_b = projections.chunk(2)
+        loss = nt_xent_per_sample(z_a, z_b, temperature=self.temperature)
+        return MethodOutput(loss=loss, features=features.detach().view(2, images.shape[0], -1))

@@ -1,0 +1,61 @@
+"""Optimizers and the learning-rate schedule.
+
+The schedule is a function of training *progress* measured in sample-visits, not steps:
+``progress = epoch + visits_this_epoch / samples_this_epoch``. When pruning changes the
+number of steps per epoch the warm-up and cosine decay stay where they belong.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightly.models.utils import get_weight_decay_parameters
+from lightly.utils.lars import LARS
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from ssl_emp.config import TrainConfig
+
+# Resolution of the schedule: progress is expressed in 1/SCHEDULE_RESOLUTION of an epoch.
+SCHEDULE_RESOLUTION = 100_000
+
+
+def peak_learning_rate(config: TrainConfig) -> float:
+    """``lr * batch_size / 256`` (the linear scaling rule of SimCLR and MoCo)."""
+    return config.lr * config.batch_size / 256
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD, LARS (lightly) or AdamW; norm layers and biases get no weight decay."""
+    decay, no_decay = get_weight_decay_parameters([model])
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    lr = peak_learning_rate(config)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    if config.optimizer == "lars":
+        return LARS(groups, lr=lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def learning_rate_at(progress: float, config: TrainConfig) -> float:
+    """Learning rate at ``progress`` epochs into training: linear warm-up, then cosine to 0.
+
+    Args:
+        progress: completed epochs plus the fraction of the current epoch's samples visited.
+        config: the ``train`` section (peak lr, epochs, warm-up epochs).
+    """
+    peak = peak_learning_rate(config)
+    warmup = min(config.warmup_epochs, config.epochs)
+    if progress < warmup:
+        return peak * progress / warmup
+    step = round((progress - warmup) * SCHEDULE_RESOLUTION)
+    total = max(1, round((config.epochs - warmup) * SCHEDULE_RESOLUTION))
+    return cosine_schedule(min(step, total), total + 1, start_value=peak, end_value=0.0)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Write ``lr`` into every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,139 @@
+"""The run directory: resolved config, per-epoch metrics, checkpoints and results.
+
+Layout::
+
+    RUN_DIR/config.yaml       resolved configuration
+    RUN_DIR/metrics.jsonl     one JSON object per epoch
+    RUN_DIR/checkpoints/      the last two epoch checkpoints
+    RUN_DIR/probe.json        linear-probe result (``top1``)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ssl_emp.config import Config, config_from_dict, read_yaml
+from ssl_emp.errors import UserInputError
+from ssl_emp.io import append_jsonl, read_jsonl, write_jsonl, write_yaml
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+# Keys that may differ between a run and its resumption.
+RESUME_FREE_KEYS = {
+    "run.resume",
+    "run.overwrite",
+    "run.dir",
+    "train.progress",
+    "train.threads",
+    "train.device",
+}
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix=f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (ignoring resume-free keys)."""
+    old, new = _flatten(saved), _flatten(current)
+    keys = (set(old) | set(new)) - RESUME_FREE_KEYS
+    return sorted(key for key in keys if old.get(key) != new.get(key))
+
+
+class RunDirectory:
+    """Access to one run's files.
+
+    Args:
+        path: the run directory.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @classmethod
+    def prepare(cls, config: Config) -> RunDirectory:
+        """Create (or reopen for ``run.resume``) the run directory of ``config``.
+
+        Raises:
+            UserInputError: the directory exists without resume/overwrite, the saved config
+                differs on resume, or the directory is not writable.
+        """
+        run = cls(config.run.dir)
+        exists = run.path.exists() and any(run.path.iterdir())
+        if config.run.resume and config.run.overwrite:
+            raise UserInputError("--resume and --overwrite exclude each other; pick one")
+        if exists and config.run.overwrite:
+            shutil.rmtree(run.path)
+        elif exists and not config.run.resume:
+            raise UserInputError(
+                f"run directory {run.path} already exists; pass --resume to continue it or "
+                "--overwrite to delete it and start over (or choose another run.dir)"
+            )
+        elif config.run.resume and not exists:
+            raise UserInputError(
+                f"--resume: run directory {run.path} does not exist; drop --resume to start it"
+            )
+        elif config.run.resume:
+            saved = read_yaml(run.config_path)
+            changed = changed_keys(saved, config.to_dict())
+            if changed:
+                raise UserInputError(
+                    f"--resume with a changed config: {', '.join(changed)} differ from "
+                    f"{run.config_path}; restore them or start a new run.dir"
+                )
+        try:
+            run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            probe = run.path / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise UserInputError(
+                f"run directory {run.path} is not writable ({error.strerror}); choose another "
+                "run.dir"
+            ) from None
+        if not config.run.resume:
+            write_yaml(run.config_path, config.to_dict())
+        return run
+
+    def load_config(self) -> Config:
+        """The resolved config saved in the run directory."""
+        if not self.config_path.is_file():
+            raise UserInputError(
+                f"{self.path} is not a run directory (no {CONFIG_FILE}); pass the run.dir of a "
+                "pretraining run"
+            )
+        return config_from_dict(read_yaml(self.config_path))
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one epoch's metrics."""
+        append_jsonl(self.metrics_path, record)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """All metrics records written so far."""
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep only the records of the first ``epochs`` epochs (after a resume)."""
+        kept = [record for record in self.metrics() if record.get("epoch", 0) <= epochs]
+        write_jsonl(self.metrics_path, kept)

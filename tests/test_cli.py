@@ -1,0 +1,52 @@
+"""The ssl-emp command: help texts, exit codes and one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssl_emp.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", ["pretrain", "linear-probe", "demo"])
+def test_help_documents_options(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: ssl-emp" in text
+    if command != "linear-probe":
+        assert "train.batch_size" in text and "data.source" in text
+    else:
+        assert "eval.probe_epochs" in text
+
+
+def test_bad_key_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_emp",
+            "pretrain",
+            "-c",
+            str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+            "train.epochz=3",
+            f"run.dir={tmp_path / 'r'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown config key 'train.epochz'" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_linear_probe_on_non_run_dir(tmp_path: Path, capsys) -> None:
+    assert main(["linear-probe", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""Config schema: every key typed and checked, overrides, and one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from ssl_emp.config import Config, describe_options, load_config
+from ssl_emp.errors import UserInputError
+
+CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+
+
+def test_shipped_configs_load() -> None:
+    names = {path.name for path in CONFIGS}
+    assert {
+        "simclr_fashion_mnist.yaml",
+        "simclr_cifar10.yaml",
+        "simclr_cifar100_resnet50.yaml",
+    } <= names
+    for path in CONFIGS:
+        assert isinstance(load_config(path), Config)
+
+
+def test_paper_setting_config() -> None:
+    config = load_config(Path(CONFIGS[0]).parent / "simclr_cifar100_resnet50.yaml")
+    assert (config.data.source, config.model.backbone) == ("cifar100", "resnet50")
+
+
+def test_overrides_are_typed() -> None:
+    config = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "train.lr=1",
+            "data.subset=null",
+            "augment.blur=true",
+            "method.temperature=0.5",
+        ],
+    )
+    assert config.train.epochs == 3
+    assert isinstance(config.train.lr, float) and config.train.lr == 1.0
+    assert config.data.subset is None
+    assert config.augment.blur is True
+    assert config.method.temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.epoch=3", "unknown config key 'train.epoch' (did you mean 'epochs'?)"),
+        ("nosuch.key=1", "unknown config key 'nosuch'"),
+        ("train.epochs=three", "'train.epochs' must be an integer"),
+        ("train.epochs=2.5", "'train.epochs' must be an integer"),
+        ("train.amp=1", "'train.amp' must be true or false"),
+        ("train.epochs=0", "'train.epochs' must be >= 1"),
+        ("method.temperature=0", "'method.temperature' must be > 0.0"),
+        ("augment.crop_min_scale=1.5", "'augment.crop_min_scale' must be > 0.0 and <= 1.0"),
+        ("train.momentum=1.0", "'train.momentum' must be >= 0.0 and < 1.0"),
+        ("train.optimizer=rmsprop", "'train.optimizer' must be one of sgd, lars, adamw"),
+        ("data.source=mnist", "'data.source' must be one of"),
+        ("train=5", "'train' is a section"),
+        ("train.lr=.nan", "'train.lr' must be finite"),
+        ("novalue", "not of the form key=value"),
+    ],
+)
+def test_bad_values_name_key_and_allowed(override: str, fragment: str) -> None:
+    with pytest.raises(UserInputError) as error:
+        load_config(None, [override])
+    message = str(error.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_unknown_key_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 2\n  bacth_size: 8\n")
+    with pytest.raises(UserInputError, match="'train.bacth_size' .*did you mean 'batch_size'"):
+        load_config(path)
+
+
+def test_yaml_syntax_error_has_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: 2\n  lr: [0.1\nseed: 0\n")
+    with pytest.raises(UserInputError, match=r"YAML syntax error in .*broken.yaml at line \d+"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_describe_options_lists_every_key() -> None:
+    text = describe_options()
+    for key in [
+        "seed",
+        "data.source",
+        "data.subset",
+        "model.backbone",
+        "method.temperature",
+        "augment.preset",
+        "train.optimizer",
+        "eval.probe_epochs",
+        "run.dir",
+    ]:
+        assert f"  {key}" in text

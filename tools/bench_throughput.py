@@ -1,0 +1,158 @@
+"""Images/s of our SimCLR step against the usual lightly loop, measured side by side.
+
+Ours: the dataset as one uint8 tensor on the device, kornia views on the device, backbone,
+lightly projection head, per-sample NT-Xent, optimizer step (``Trainer.train_step``).
+
+Reference (the usual lightly way): torchvision's ``FashionMNIST`` dataset with
+``lightly.transforms.SimCLRTransform`` (PIL) in a ``DataLoader`` with worker processes, the
+same backbone and head, ``lightly.loss.NTXentLoss``, the same optimizer.
+
+Both run the same number of steps in alternating blocks within one process, so machine noise
+hits both; the ratio of their images/s is printed.
+
+    python tools/bench_throughput.py                     # CPU defaults
+    python tools/bench_throughput.py --device cuda --backbone resnet18 --batch-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from lightly.loss import NTXentLoss
+from lightly.transforms import SimCLRTransform
+from torch.utils.data import DataLoader
+
+from ssl_emp.config import load_config
+from ssl_emp.data import build_datasets, index_batches
+from ssl_emp.data.sources import FASHION_MNIST_DEFAULT_ROOT
+from ssl_emp.methods import build_method
+from ssl_emp.optim import build_optimizer
+from ssl_emp.trainer import Trainer
+
+
+def torchvision_fashion_mnist(workdir: Path, source: Path) -> torchvision.datasets.FashionMNIST:
+    """torchvision's FashionMNIST over the Debian package's files (unpacked into workdir)."""
+    raw = workdir / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for packed in source.glob("*-ubyte.gz"):
+        with gzip.open(packed, "rb") as src, open(raw / packed.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    transform = SimCLRTransform(
+        input_size=28,
+        min_scale=0.2,
+        cj_strength=0.5,
+        cj_sat=0.0,
+        cj_hue=0.0,
+        random_gray_scale=0.0,
+        gaussian_blur=0.0,
+        normalize={"mean": [0.2860], "std": [0.3530]},
+    )
+    return torchvision.datasets.FashionMNIST(str(workdir), train=True, transform=transform)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default="resnet_small")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=8, help="steps per block")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per loop")
+    parser.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench_throughput_"))
+    overrides = [
+        f"model.backbone={args.backbone}",
+        f"model.width={args.width}",
+        f"train.batch_size={args.batch_size}",
+        f"train.device={args.device}",
+        "train.progress=false",
+        f"run.dir={workdir / 'run'}",
+        "augment.blur=false",
+    ]
+    config = load_config(None, overrides)
+    train, _ = build_datasets(config.data, seed=0)
+    ours = Trainer(config, train_data=train)
+    device = ours.device
+
+    reference_model = build_method(config, train).to(device)
+    reference_optimizer = build_optimizer(reference_model, config.train)
+    criterion = NTXentLoss(temperature=config.method.temperature)
+    dataset = torchvision_fashion_mnist(workdir / "tv", FASHION_MNIST_DEFAULT_ROOT)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
+    reference_batches = iter(loader)
+
+    def reference_step() -> None:
+        nonlocal reference_batches
+        try:
+            (view_a, view_b), _ = next(reference_batches)
+        except StopIteration:
+            reference_batches = iter(loader)
+            (view_a, view_b), _ = next(reference_batches)
+        view_a, view_b = view_a.to(device), view_b.to(device)
+        features = reference_model.backbone(torch.cat([view_a, view_b]))
+        z_a, z_b = reference_model.projection_head(features).chunk(2)
+        loss = criterion(z_a, z_b)
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        reference_optimizer.step()
+
+    batches = index_batches(
+        torch.arange(len(train), device=device),
+        args.batch_size,
+        generator=torch.Generator().manual_seed(0),
+    )
+    position = 0
+
+    def our_step() -> None:
+        nonlocal position
+        ours.train_step(batches[position % len(batches)], lr=0.1)
+        position += 1
+
+    def synchronise() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for step in (our_step, reference_step):  # warm-up (workers start, allocator)
+        for _ in range(2):
+            step()
+    timings = {"ours": 0.0, "reference": 0.0}
+    for _ in range(args.rounds):
+        for name, step in (("ours", our_step), ("reference", reference_step)):
+            synchronise()
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            synchronise()
+            timings[name] += time.perf_counter() - started
+    images = args.steps * args.rounds * args.batch_size
+    ours_rate, reference_rate = images / timings["ours"], images / timings["reference"]
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, backbone {args.backbone} "
+        f"(width {args.width}), batch {args.batch_size} x 2 views, "
+        f"{args.rounds} x {args.steps} steps each, reference workers {args.workers}"
+    )
+    print(f"ours (device data + kornia)        : {ours_rate:8.1f} images/s")
+    print(f"reference (torchvision+lightly PIL): {reference_rate:8.1f} images/s")
+    print(f"ratio ours / reference             : {ours_rate / reference_rate:8.2f}x")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
