@@ -67,6 +67,9 @@ class ModelConfig:
         None, "hidden width of the projection head (default: the backbone's feature size)", ge=1
     )
     proj_dim: int = _option(128, "output dimension of the projection head", ge=1)
+    channels_last: bool = _option(
+        True, "channels-last memory format for the backbone (faster convolutions)"
+    )
 
 
 @dataclass
@@ -116,6 +119,85 @@ class TrainConfig:
 
 
 @dataclass
+class PruningConfig:
+    """Dynamic data pruning: which samples each epoch trains on (DESIGN 3.3)."""
+
+    policy: str = _option(
+        "full",
+        "selection policy (emp = eps_greedy over the EMP score)",
+        choices=("full", "random", "topk", "eps_greedy", "ucb", "infobatch", "emp"),
+    )
+    rate: float = _option(
+        0.5,
+        "pruning rate s: hard-rate policies keep K = ceil((1 - s) N) samples per epoch; "
+        "infobatch prunes below-mean samples with this probability",
+        ge=0.0,
+        lt=1.0,
+    )
+    score: str | None = _option(
+        None,
+        "what is ranked: loss, or emp = loss combined with beta * memory (default: emp for "
+        "policy emp, loss otherwise)",
+        choices=("loss", "emp"),
+    )
+    combine: str = _option(
+        "zscore",
+        "how the EMP score combines loss and memory: zscore = z(loss) + beta z(memory); "
+        "raw = loss + beta memory",
+        choices=("zscore", "raw"),
+    )
+    beta: float = _option(1.0, "weight of the memory term (may be negative)")
+    eps: float = _option(
+        0.1,
+        "eps_greedy/emp: fraction of the kept set drawn uniformly from the rest",
+        ge=0.0,
+        le=1.0,
+    )
+    ucb_c: float = _option(1.0, "ucb: weight c of the score's standard deviation", ge=0.0)
+    ema: float = _option(
+        0.8, "ucb: EMA factor of the per-sample score mean and variance", ge=0.0, lt=1.0
+    )
+    delta: float = _option(
+        0.875,
+        "infobatch: fraction of the epochs that prune; the rest train on all data",
+        gt=0.0,
+        le=1.0,
+    )
+    warmup_epochs: int = _option(1, "epochs on the full data before pruning starts", ge=0)
+    anneal: float = _option(
+        0.0, "final fraction of the epochs trained on the full data", ge=0.0, lt=1.0
+    )
+
+
+@dataclass
+class MemoryConfig:
+    """The memory term of the EMP score (DESIGN 3.2)."""
+
+    estimator: str = _option(
+        "batch",
+        "batch = entropy over the in-batch InfoNCE candidates; bank = entropy over faiss "
+        "nearest neighbours in a bank of every sample's latest feature",
+        choices=("batch", "bank"),
+    )
+    layer: str = _option(
+        "backbone", "features the memory term is computed on", choices=("backbone", "projection")
+    )
+    center: bool = _option(
+        True, "subtract the mean feature before the cosine (without it the term is ~constant)"
+    )
+    tau: float = _option(0.1, "temperature tau_m of the memory softmax", gt=0.0)
+    k: int = _option(32, "bank: number of nearest neighbours", ge=1)
+    refresh_every: int = _option(
+        0, "bank: re-embed every sample (no grad) every n epochs; 0 = never", ge=0
+    )
+    normalize: str = _option(
+        "log",
+        "log = divide by log(candidates) into [0, 1]; none = raw nats",
+        choices=("log", "none"),
+    )
+
+
+@dataclass
 class EvalConfig:
     """Linear-probe evaluation on frozen features."""
 
@@ -144,6 +226,8 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

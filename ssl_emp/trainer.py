@@ -10,20 +10,23 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ssl_emp.accounting import effective_rate, gini
+from ssl_emp.accounting import effective_rate
 from ssl_emp.checkpoint import load_latest_checkpoint, save_checkpoint
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets, index_batches
 from ssl_emp.errors import UserInputError
-from ssl_emp.methods import build_method
+from ssl_emp.io import atomic_write
+from ssl_emp.methods import MethodOutput, build_method
 from ssl_emp.optim import build_optimizer, learning_rate_at, set_learning_rate
+from ssl_emp.pruning import BankMemory, Pruner, batch_memory
 from ssl_emp.run_dir import RunDirectory
 from ssl_emp.seeding import capture_rng_state, epoch_generator, restore_rng_state, seed_everything
 
@@ -39,21 +42,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+SCORES_FILE = "scores.npz"
+
+
 @dataclass
 class TrainState:
-    """Progress counters that a checkpoint must restore.
+    """Progress counters that a checkpoint must restore (per-sample counts live in the pruner).
 
     Attributes:
         epoch: completed epochs.
         step: optimizer steps taken.
         visits: sample-visits trained so far (the budget spent).
-        train_counts: per-sample number of times trained, shape (N,).
     """
 
     epoch: int = 0
     step: int = 0
     visits: int = 0
-    train_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -85,14 +89,49 @@ class Trainer:
                 f"train.batch_size={config.train.batch_size} exceeds the {len(train_data)} "
                 f"training samples; use train.batch_size<={len(train_data)}"
             )
+        self.pruner = Pruner(
+            config.pruning,
+            num_samples=len(train_data),
+            epochs=config.train.epochs,
+            seed=config.seed,
+            device=self.device,
+        )
+        hard_rate = config.pruning.policy not in ("full", "infobatch")
+        if hard_rate and self.pruner.keep < config.train.batch_size:
+            raise UserInputError(
+                f"train.batch_size={config.train.batch_size} exceeds the {self.pruner.keep} "
+                f"samples kept per epoch at pruning.rate={config.pruning.rate}; use "
+                f"train.batch_size<={self.pruner.keep} or a lower rate"
+            )
         self.run = RunDirectory.prepare(config)
         seed_everything(config.seed)
         self.data = train_data.to(self.device)
         self.model: nn.Module = build_method(config, train_data).to(self.device)
         self.optimizer = build_optimizer(self.model, config.train)
-        self.state = TrainState(train_counts=torch.zeros(len(train_data), dtype=torch.long))
+        self.bank = self._build_bank() if config.memory.estimator == "bank" else None
+        self.state = TrainState()
         if config.run.resume:
             self._resume()
+
+    def _build_bank(self) -> BankMemory:
+        with torch.no_grad():
+            probe = self.model(self.data.images[:2])
+        features = self._memory_features(probe)
+        memory = self.config.memory
+        return BankMemory(
+            num_samples=len(self.data),
+            dim=features.shape[-1],
+            tau=memory.tau,
+            k=memory.k,
+            center=memory.center,
+            normalize=memory.normalize,
+            device=self.device,
+        )
+
+    def _memory_features(self, output: MethodOutput) -> torch.Tensor:
+        if self.config.memory.layer == "projection":
+            return output.projections
+        return output.features
 
     def _resume(self) -> None:
         found = load_latest_checkpoint(self.run.checkpoint_dir)
@@ -107,6 +146,9 @@ class Trainer:
             )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        self.pruner.load_state_dict(payload["pruner"])
+        if self.bank is not None:
+            self.bank.load_state_dict(payload["bank"])
         self.state = TrainState(**payload["state"])
         restore_rng_state(payload["rng"])
         self.run.truncate_metrics(self.state.epoch)
@@ -119,21 +161,62 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "state": asdict(self.state),
+            "pruner": self.pruner.state_dict(),
+            "bank": self.bank.state_dict() if self.bank is not None else None,
             "rng": capture_rng_state(),
         }
         save_checkpoint(self.run.checkpoint_dir, self.state.epoch, payload)
 
     def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """Sample indices trained in ``epoch`` (all of them; pruning policies narrow this)."""
-        del epoch
-        return torch.arange(len(self.data), device=self.device)
+        """Sample indices trained in ``epoch``, as chosen by the pruner."""
+        return self.pruner.select(epoch)
+
+    def step_memory(self, batch: torch.Tensor, output: MethodOutput) -> torch.Tensor | None:
+        """The batch's memory terms (batch estimator), or a bank write (bank estimator)."""
+        features = self._memory_features(output)
+        if features is None:
+            return None
+        if self.bank is not None:
+            self.bank.write(batch, features)
+            return None
+        memory = self.config.memory
+        return batch_memory(
+            features, tau=memory.tau, center=memory.center, normalize=memory.normalize
+        )
+
+    @torch.no_grad()
+    def refresh_bank(self) -> None:
+        """Re-embed every sample (eval mode, fresh views) into the bank."""
+        self.model.eval()
+        for batch in index_batches(
+            torch.arange(len(self.data), device=self.device), self.config.train.batch_size
+        ):
+            with autocast_context(self.device, self.config.train.amp):
+                output = self.model(self.data.images[batch])
+            self.bank.write(batch, self._memory_features(output))
+        self.model.train()
+
+    def end_of_epoch_memory(self) -> dict[str, Any]:
+        """Bank estimator: optional refresh, then re-score every sample; returns statistics."""
+        if self.bank is None:
+            return {}
+        started = time.perf_counter()
+        every = self.config.memory.refresh_every
+        if every and (self.state.epoch + 1) % every == 0:
+            self.refresh_bank()
+        memory, stats = self.bank.compute(labels=self.data.labels)
+        self.pruner.table.set_memory(memory)
+        stats["bank_pass_s"] = time.perf_counter() - started
+        return stats
 
     def train_step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
         """One optimizer step on the samples ``batch``; returns their (detached) losses."""
         set_learning_rate(self.optimizer, lr)
         with autocast_context(self.device, self.config.train.amp):
             output = self.model(self.data.images[batch])
-        loss = output.loss.float().mean()
+        per_sample_loss = output.loss.float()
+        memory = self.step_memory(batch, output)
+        loss = self.pruner.update(batch, per_sample_loss, memory, epoch=self.state.epoch)
         if not torch.isfinite(loss):
             raise RuntimeError(
                 f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}; "
@@ -143,8 +226,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.state.step += 1
-        self.state.train_counts[batch.cpu()] += 1
-        return output.loss.detach()
+        return per_sample_loss.detach()
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch over the selected samples; returns its metrics record."""
@@ -175,41 +257,70 @@ class Trainer:
                 progress_bar.set_postfix(
                     loss=f"{per_sample_loss.mean().item():.3f}", img_s=f"{seen / elapsed:.0f}"
                 )
+        train_wall = time.perf_counter() - started
+        selection = self.pruner.last_stats
+        bank_stats = self.end_of_epoch_memory()
         wall = time.perf_counter() - started
         self.state.epoch += 1
         self.state.visits += seen
-        return {
+        record: dict[str, Any] = {
             "epoch": self.state.epoch,
             "loss": float(loss_sum) / max(seen, 1),
             "lr": lr,
             "kept": seen,
             "visits": self.state.visits,
             "effective_rate": effective_rate(self.state.visits, len(self.data), self.state.epoch),
-            "train_count_gini": gini(self.state.train_counts),
-            "memory_mean": None,
             "wall_time_s": wall,
-            "images_per_s": seen / wall if wall > 0 else math.inf,
+            "images_per_s": seen / train_wall if train_wall > 0 else math.inf,
         }
+        record.update({k: v for k, v in selection.items() if k not in ("epoch", "selected")})
+        record.update(self.pruner.epoch_diagnostics(epoch, kept=indices))
+        record.update(bank_stats)
+        return record
+
+    def write_scores(self) -> None:
+        """``scores.npz``: per-sample score, memory, train_count, loss, last_seen and labels."""
+        table = self.pruner.table
+        arrays = {
+            "score": self.pruner.scores(),
+            "memory": table.memory.cpu().numpy(),
+            "train_count": table.train_count.cpu().numpy(),
+            "loss": table.loss.cpu().numpy(),
+            "last_seen": table.last_seen.cpu().numpy(),
+            "labels": self.data.labels.cpu().numpy(),
+        }
+        atomic_write(self.run.path / SCORES_FILE, lambda stream: np.savez(stream, **arrays))
 
     def fit(self, until_epoch: int | None = None) -> list[dict[str, Any]]:
         """Train the remaining epochs (or up to ``until_epoch``); returns all metrics records."""
         config = self.config
         last_epoch = min(until_epoch or config.train.epochs, config.train.epochs)
+        pruning = config.pruning
+        pruning_text = (
+            "no pruning"
+            if pruning.policy == "full"
+            else f"pruning {pruning.policy} rate {pruning.rate} score {self.pruner.score_kind}"
+        )
         print(
             f"pretraining {config.method.name} / {config.model.backbone} on {self.data.name} "
             f"({len(self.data)} samples, {self.data.image_size}px) on {self.device} for "
-            f"{config.train.epochs} epochs -> {self.run.path}"
+            f"{config.train.epochs} epochs, {pruning_text} -> {self.run.path}"
         )
         while self.state.epoch < last_epoch:
             record = self.train_epoch()
             self.run.append_metrics(record)
             self._checkpoint()
+            memory = record.get("memory_mean")
+            memory_text = f"  memory {memory:.3f}±{record['memory_std']:.3f}" if memory else ""
             print(
                 f"epoch {record['epoch']:3d}/{config.train.epochs}  loss {record['loss']:.4f}  "
-                f"kept {record['kept']}  {record['images_per_s']:.0f} img/s  "
-                f"{record['wall_time_s']:.1f}s",
+                f"kept {record['kept']}  eff.rate {record['effective_rate']:.3f}  "
+                f"gini {record['train_count_gini']:.3f}{memory_text}  "
+                f"{record['images_per_s']:.0f} img/s  {record['wall_time_s']:.1f}s",
                 flush=True,
             )
+        if self.state.epoch >= config.train.epochs:
+            self.write_scores()
         return self.run.metrics()
 
 

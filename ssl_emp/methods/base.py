@@ -15,7 +15,11 @@ class MethodOutput:
         loss: per-sample loss, shape (B,), differentiable.
         features: backbone features of the batch (detached), for memory terms and monitors;
             for two-view methods the features of both views, shape (2, B, D).
+        projections: projection-head outputs (detached), same layout as ``features``.
+        logits: class logits (detached) of supervised methods, shape (B, C).
     """
 
     loss: torch.Tensor
     features: torch.Tensor | None = None
+    projections: torch.Tensor | None = None
+    logits: torch.Tensor | None = None

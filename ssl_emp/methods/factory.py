@@ -18,6 +18,7 @@ def build_method(config: Config, data: ImageData) -> nn.Module:
         in_channels=data.channels,
         cifar_stem=config.model.cifar_stem,
         width=config.model.width,
+        channels_last=config.model.channels_last,
     )
     augmentation = build_view_augmentation(
         config.augment,

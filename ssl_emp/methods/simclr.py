@@ -46,4 +46,9 @@ class SimCLR(nn.Module):
         projections = self.projection_head(features)
         z_a, z_b = projections.chunk(2)
         loss = nt_xent_per_sample(z_a, z_b, temperature=self.temperature)
-        return MethodOutput(loss=loss, features=features.detach().view(2, images.shape[0], -1))
+        batch = images.shape[0]
+        return MethodOutput(
+            loss=loss,
+            features=features.detach().view(2, batch, -1),
+            projections=projections.detach().view(2, batch, -1),
+        )

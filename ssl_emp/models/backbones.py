@@ -19,15 +19,20 @@ class Backbone(nn.Module):
     Args:
         body: module mapping (N, C, H, W) images to (N, feature_dim) features.
         feature_dim: size of the feature vector.
+        channels_last: keep weights and inputs in the channels-last memory format, which
+            makes the convolutions markedly faster on CPUs and on tensor-core GPUs.
     """
 
-    def __init__(self, body: nn.Module, feature_dim: int) -> None:
+    def __init__(self, body: nn.Module, feature_dim: int, channels_last: bool = True) -> None:
         super().__init__()
-        self.body = body
+        self.body = body.to(memory_format=torch.channels_last) if channels_last else body
         self.feature_dim = feature_dim
+        self.channels_last = channels_last
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features of shape (N, feature_dim)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.body(images)
 
 
@@ -47,7 +52,9 @@ def _stage(in_planes: int, planes: int, stride: int) -> nn.Module:
     return BasicBlock(in_planes, planes, stride=stride, downsample=downsample)
 
 
-def resnet_small(in_channels: int, width: int, cifar_stem: bool) -> Backbone:
+def resnet_small(
+    in_channels: int, width: int, cifar_stem: bool, channels_last: bool = True
+) -> Backbone:
     """ResNet-10: one BasicBlock per stage, widths w, 2w, 4w, 8w; features of size 8w."""
     widths = [width, 2 * width, 4 * width, 8 * width]
     layers = _stem(in_channels, width, cifar_stem)
@@ -56,10 +63,12 @@ def resnet_small(in_channels: int, width: int, cifar_stem: bool) -> Backbone:
         layers.append(_stage(in_planes, planes, stride=1 if index == 0 else 2))
         in_planes = planes
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return Backbone(nn.Sequential(*layers), feature_dim=widths[-1])
+    return Backbone(nn.Sequential(*layers), feature_dim=widths[-1], channels_last=channels_last)
 
 
-def torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> Backbone:
+def torchvision_resnet(
+    name: str, in_channels: int, cifar_stem: bool, channels_last: bool = True
+) -> Backbone:
     """torchvision's ResNet-18/50 without its classifier, optionally with the CIFAR stem."""
     model = getattr(torchvision.models, name)(weights=None)
     if cifar_stem or in_channels != 3:
@@ -71,10 +80,16 @@ def torchvision_resnet(name: str, in_channels: int, cifar_stem: bool) -> Backbon
         model.maxpool = nn.Identity()
     feature_dim = model.fc.in_features
     model.fc = nn.Identity()
-    return Backbone(model, feature_dim=feature_dim)
+    return Backbone(model, feature_dim=feature_dim, channels_last=channels_last)
 
 
-def build_backbone(name: str, in_channels: int, cifar_stem: bool, width: int = 16) -> Backbone:
+def build_backbone(
+    name: str,
+    in_channels: int,
+    cifar_stem: bool,
+    width: int = 16,
+    channels_last: bool = True,
+) -> Backbone:
     """The backbone called ``name`` for images with ``in_channels`` channels.
 
     Args:
@@ -82,7 +97,8 @@ def build_backbone(name: str, in_channels: int, cifar_stem: bool, width: int = 1
         in_channels: 1 for grayscale, 3 for RGB.
         cifar_stem: use the 3x3 stride-1 stem without max-pool (for small images).
         width: base width of ``resnet_small`` (ignored by the torchvision models).
+        channels_last: use the channels-last memory format (see :class:`Backbone`).
     """
     if name == "resnet_small":
-        return resnet_small(in_channels, width, cifar_stem)
-    return torchvision_resnet(name, in_channels, cifar_stem)
+        return resnet_small(in_channels, width, cifar_stem, channels_last)
+    return torchvision_resnet(name, in_channels, cifar_stem, channels_last)

@@ -1,0 +1,63 @@
+"""k-nearest-neighbour search by inner product: faiss when installed, torch otherwise.
+
+faiss uses a GPU index when the features are on CUDA and faiss-gpu is installed, else the CPU
+``IndexFlatIP``. Both paths are exact searches, so results do not depend on which is used
+(up to ties between equal similarities).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:  # faiss is optional: the torch path gives the same answers
+    import faiss
+except ImportError:  # pragma: no cover - exercised only where faiss is absent
+    faiss = None
+
+
+def faiss_available() -> bool:
+    """Whether faiss can be imported."""
+    return faiss is not None
+
+
+def _faiss_search(
+    database: torch.Tensor, queries: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    base = np.ascontiguousarray(database.detach().float().cpu().numpy())
+    query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
+    index = faiss.IndexFlatIP(base.shape[1])
+    if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
+        index = faiss.index_cpu_to_gpu(
+            faiss.StandardGpuResources(), database.device.index or 0, index
+        )
+    index.add(base)
+    similarities, indices = index.search(query, k)
+    device = queries.device
+    return torch.from_numpy(similarities).to(device), torch.from_numpy(indices).long().to(device)
+
+
+def _torch_search(
+    database: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    similarities, indices = [], []
+    base = database.float()
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk].float() @ base.T
+        top = scores.topk(k, dim=1)
+        similarities.append(top.values)
+        indices.append(top.indices)
+    return torch.cat(similarities), torch.cat(indices)
+
+
+def search(
+    database: torch.Tensor, queries: torch.Tensor, k: int, use_faiss: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest inner products of each query with the database rows.
+
+    Returns:
+        (similarities, indices), each of shape (Q, k), best first.
+    """
+    if use_faiss and faiss_available():
+        return _faiss_search(database, queries, k)
+    return _torch_search(database, queries, k)

@@ -1,0 +1,143 @@
+"""Pruning wired into SimCLR pretraining: every policy end to end on tiny synthetic data."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_emp.errors import UserInputError
+from ssl_emp.trainer import Trainer, pretrain
+from tests.conftest import tiny_config_with
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "policy", ["full", "random", "topk", "eps_greedy", "ucb", "infobatch", "emp"]
+)
+def test_every_policy_trains_and_accounts(tmp_path: Path, policy: str) -> None:
+    run = pretrain(
+        tiny_config_with(
+            tmp_path,
+            f"pruning.policy={policy}",
+            "pruning.rate=0.5",
+            "pruning.delta=0.75",
+            "train.epochs=4",
+            "train.batch_size=8",
+        )
+    )
+    records = _metrics(run.path)
+    kept = [r["kept"] for r in records]
+    if policy == "full":
+        assert kept == [48] * 4
+    elif policy == "infobatch":
+        assert kept[0] == 48 and kept[-1] == 48 and kept[1] < 48
+    else:
+        assert kept == [48, 24, 24, 24]
+    visits = sum(kept)
+    assert records[-1]["visits"] == visits
+    assert records[-1]["effective_rate"] == pytest.approx(1 - visits / (48 * 4))
+    scores = np.load(run.path / "scores.npz")
+    assert scores["train_count"].sum() == visits
+    assert scores["train_count"].shape == scores["memory"].shape == scores["score"].shape == (48,)
+    assert np.isfinite(scores["memory"]).all()
+    assert 0 <= records[-1]["memory_mean"] <= 1
+    assert records[-1]["train_count_gini"] == pytest.approx(_gini(scores["train_count"]))
+
+
+def _gini(counts: np.ndarray) -> float:
+    counts = np.asarray(counts, dtype=float)
+    return float(
+        np.abs(counts[:, None] - counts[None]).sum() / (2 * len(counts) ** 2 * counts.mean())
+    )
+
+
+def test_emp_metrics_report_lfl_diagnostics(tmp_path: Path) -> None:
+    run = pretrain(
+        tiny_config_with(
+            tmp_path,
+            "pruning.policy=emp",
+            "pruning.rate=0.7",
+            "train.epochs=3",
+            "train.batch_size=8",
+        )
+    )
+    last = _metrics(run.path)[-1]
+    for key in [
+        "frac_trained_at_most_once",
+        "frac_never_revisited",
+        "memory_std",
+        "memory_q10",
+        "memory_q90",
+        "memory_kept_mean",
+        "score_q50",
+        "overlap_with_loss_ranking",
+        "score_age_mean",
+    ]:
+        assert last[key] is not None, key
+    assert last["kept"] == math.ceil(0.3 * 48)
+
+
+def test_bank_estimator_rescores_every_sample(tmp_path: Path) -> None:
+    run = pretrain(
+        tiny_config_with(
+            tmp_path,
+            "pruning.policy=emp",
+            "pruning.rate=0.5",
+            "memory.estimator=bank",
+            "memory.k=5",
+            "memory.refresh_every=2",
+            "train.epochs=3",
+            "train.batch_size=8",
+        )
+    )
+    last = _metrics(run.path)[-1]
+    assert "bank_neighbour_sim_mean" in last and "bank_knn_label_agreement" in last
+    scores = np.load(run.path / "scores.npz")
+    assert np.isfinite(scores["memory"]).all()
+
+
+def test_resume_with_pruning_is_exact(tmp_path: Path) -> None:
+    overrides = [
+        "pruning.policy=emp",
+        "pruning.rate=0.5",
+        "memory.estimator=bank",
+        "memory.k=4",
+        "train.epochs=4",
+        "train.batch_size=8",
+    ]
+    straight = pretrain(tiny_config_with(tmp_path / "a", *overrides))
+    first = Trainer(tiny_config_with(tmp_path / "b", *overrides))
+    first.fit(until_epoch=2)
+    resumed = Trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    resumed.fit()
+    for key in ("score", "memory", "train_count"):
+        a = np.load(straight.path / "scores.npz")[key]
+        b = np.load(resumed.run.path / "scores.npz")[key]
+        assert np.array_equal(a, b), key
+    assert [r["loss"] for r in _metrics(straight.path)] == [
+        r["loss"] for r in _metrics(resumed.run.path)
+    ]
+
+
+def test_batch_larger_than_pruned_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="exceeds the 5 samples kept per epoch"):
+        Trainer(
+            tiny_config_with(
+                tmp_path, "pruning.policy=topk", "pruning.rate=0.9", "train.batch_size=16"
+            )
+        )
+
+
+def test_projection_layer_memory(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config_with(tmp_path, "memory.layer=projection"))
+    images = trainer.data.images[:8]
+    output = trainer.model(images)
+    memory = trainer.step_memory(torch.arange(8), output)
+    assert memory.shape == (8,)
+    assert output.projections.shape[-1] == 16
