@@ -116,7 +116,17 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ssl-emp``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # parse_known_args lets overrides stand before and after flags (argparse alone stops
+    # collecting a positional list at the first flag)
+    args, extras = parser.parse_known_args(argv)
+    unknown = [token for token in extras if token.startswith("-") or "=" not in token]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extras:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides = [*args.overrides, *extras]
     try:
         return dispatch(args)
     except UserInputError as error:

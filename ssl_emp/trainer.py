@@ -43,6 +43,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 SCORES_FILE = "scores.npz"
+MIN_MEMORY_SPREAD = 0.005  # std of the memory term below which it cannot rank samples
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.train)
         self.bank = self._build_bank() if config.memory.estimator == "bank" else None
         self.state = TrainState()
+        self._warned_flat_memory = False
         if config.run.resume:
             self._resume()
 
@@ -291,6 +293,19 @@ class Trainer:
         }
         atomic_write(self.run.path / SCORES_FILE, lambda stream: np.savez(stream, **arrays))
 
+    def _warn_if_memory_is_flat(self, record: dict[str, Any]) -> None:
+        """Say so when the memory term has (almost) no spread: it then changes no ranking."""
+        spread = record.get("memory_std")
+        if self.pruner.score_kind != "emp" or spread is None or spread >= MIN_MEMORY_SPREAD:
+            return
+        if not self._warned_flat_memory:
+            self._warned_flat_memory = True
+            print(
+                f"warning: the memory term spreads only {spread:.4f} (mean "
+                f"{record['memory_mean']:.4f}); it carries little ranking signal. Check "
+                "memory.center=true, or lower memory.tau"
+            )
+
     def fit(self, until_epoch: int | None = None) -> list[dict[str, Any]]:
         """Train the remaining epochs (or up to ``until_epoch``); returns all metrics records."""
         config = self.config
@@ -319,6 +334,7 @@ class Trainer:
                 f"{record['images_per_s']:.0f} img/s  {record['wall_time_s']:.1f}s",
                 flush=True,
             )
+            self._warn_if_memory_is_flat(record)
         if self.state.epoch >= config.train.epochs:
             self.write_scores()
         return self.run.metrics()

@@ -50,3 +50,28 @@ def test_bad_key_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_linear_probe_on_non_run_dir(tmp_path: Path, capsys) -> None:
     assert main(["linear-probe", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_overrides_after_flags_are_collected(tmp_path: Path) -> None:
+    from tests.conftest import TINY_OVERRIDES
+
+    run_dir = tmp_path / "r"
+    argv = [
+        "pretrain",
+        "-c",
+        str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+        *TINY_OVERRIDES[:3],
+        "--overwrite",
+        *TINY_OVERRIDES[3:],
+        "data.subset=null",
+        f"run.dir={run_dir}",
+    ]
+    assert main(argv) == 0
+    assert (run_dir / "scores.npz").is_file()
+
+
+def test_unknown_flag_is_an_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "-c", "x.yaml", "--frobnicate"])
+    assert exit_info.value.code == 2
+    assert "--frobnicate" in capsys.readouterr().err

@@ -141,3 +141,18 @@ def test_projection_layer_memory(tmp_path: Path) -> None:
     memory = trainer.step_memory(torch.arange(8), output)
     assert memory.shape == (8,)
     assert output.projections.shape[-1] == 16
+
+
+def test_flat_memory_term_is_flagged(tmp_path: Path, capsys) -> None:
+    pretrain(
+        tiny_config_with(
+            tmp_path,
+            "pruning.policy=emp",
+            "pruning.rate=0.5",
+            "memory.center=false",
+            "memory.tau=100",
+            "train.epochs=2",
+            "train.batch_size=8",
+        )
+    )
+    assert "carries little ranking signal" in capsys.readouterr().out
