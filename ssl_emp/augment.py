@@ -50,6 +50,15 @@ def _jitter(strength: float, channels: int, brightness: float | None = None) -> 
     return K.ColorJitter(level, level, 0.0, 0.0, p=0.8)
 
 
+def _supervised_steps(size: int, source_size: int) -> nn.Module:
+    """Supervised preset: (resize,) random crop with 1/8-side padding, horizontal flip."""
+    steps: list[nn.Module] = []
+    if size != source_size:
+        steps.append(K.Resize((size, size), antialias=True))
+    steps += [K.RandomCrop((size, size), padding=max(1, size // 8)), K.RandomHorizontalFlip()]
+    return nn.Sequential(*steps)
+
+
 def build_view_augmentation(
     config: AugmentConfig,
     channels: int,
@@ -57,7 +66,7 @@ def build_view_augmentation(
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> ViewAugmentation:
-    """The SSL view pipeline for ``config.preset`` at ``config.image_size`` (or the source size).
+    """The view pipeline for ``config.preset`` at ``config.image_size`` (or the source size).
 
     Args:
         config: the ``augment`` section.
@@ -67,6 +76,8 @@ def build_view_augmentation(
         std: per-channel normalisation std of the dataset.
     """
     size = config.image_size or source_size
+    if config.preset == "supervised":
+        return ViewAugmentation(_supervised_steps(size, source_size), mean=mean, std=std)
     steps: list[nn.Module] = [
         K.RandomResizedCrop(
             (size, size), scale=(config.crop_min_scale, 1.0), cropping_mode="resample"

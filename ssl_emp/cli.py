@@ -44,13 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser(
         "pretrain",
         help="self-supervised pretraining into a run directory",
-        description="Pretrain an encoder (SimCLR) as configured; writes config.yaml, "
-        "metrics.jsonl and checkpoints/ into run.dir.",
+        description="Pretrain an encoder (SimCLR or MoCo v2) as configured, with the "
+        "configured pruning policy; writes config.yaml, metrics.jsonl, checkpoints/ and "
+        "scores.npz into run.dir.",
         epilog=CONFIG_HELP + describe_options(),
         formatter_class=formatter,
     )
     pretrain.add_argument("-c", "--config", required=True, help="YAML config file (configs/)")
     _add_run_flags(pretrain)
+
+    supervised = commands.add_parser(
+        "train-supervised",
+        help="supervised classification with the same pruning core",
+        description="Train a classifier (per-sample cross-entropy, the prediction-entropy memory "
+        "term) as configured; writes config.yaml, metrics.jsonl (with test_top1 per epoch), "
+        "checkpoints/, scores.npz and eval.json (top1) into run.dir.",
+        epilog=CONFIG_HELP + describe_options(),
+        formatter_class=formatter,
+    )
+    supervised.add_argument(
+        "-c", "--config", required=True, help="YAML config with method.name: supervised"
+    )
+    _add_run_flags(supervised)
 
     probe = commands.add_parser(
         "linear-probe",
@@ -98,6 +113,11 @@ def dispatch(args: argparse.Namespace) -> int:
         from ssl_emp.trainer import pretrain
 
         run = pretrain(load_config(args.config, _run_overrides(args)))
+        print(f"done: {run.path}")
+    elif args.command == "train-supervised":
+        from ssl_emp.trainer import train_supervised
+
+        run = train_supervised(load_config(args.config, _run_overrides(args)))
         print(f"done: {run.path}")
     elif args.command == "linear-probe":
         from ssl_emp.probe import probe_run

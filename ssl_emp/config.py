@@ -48,6 +48,12 @@ class DataConfig:
         None, "evaluate on a seeded, class-balanced subset of the test split", ge=1
     )
     download: bool = _option(False, "let torchvision download CIFAR if it is missing")
+    label_noise: float = _option(
+        0.0,
+        "train-supervised: fraction of training labels replaced by a different class (seeded)",
+        ge=0.0,
+        lt=1.0,
+    )
     synthetic_size: int = _option(512, "number of synthetic training samples", ge=2)
     synthetic_classes: int = _option(4, "number of synthetic classes", ge=2)
 
@@ -76,15 +82,35 @@ class ModelConfig:
 class MethodConfig:
     """Self-supervised objective."""
 
-    name: str = _option("simclr", "training method", choices=("simclr",))
+    name: str = _option(
+        "simclr",
+        "training method (supervised runs through `ssl-emp train-supervised`)",
+        choices=("simclr", "moco", "supervised"),
+    )
     temperature: float = _option(0.2, "softmax temperature tau of the contrastive loss", gt=0.0)
+    queue_size: int = _option(4096, "moco: number of keys in the queue of negatives", ge=1)
+    momentum: float = _option(
+        0.99,
+        "moco: start value of the key encoder's momentum (cosine schedule to 1)",
+        ge=0.0,
+        le=1.0,
+    )
+    symmetric: bool = _option(False, "moco: average the loss over both view orders")
+    bn_splits: int = _option(
+        4,
+        "moco: batch-norm groups; queries and shuffled keys are encoded in this many chunks "
+        "so their BN statistics differ (single-device shuffle-BN)",
+        ge=1,
+    )
 
 
 @dataclass
 class AugmentConfig:
     """Batched kornia augmentation on the data's device."""
 
-    preset: str = _option("simclr", "augmentation preset", choices=("simclr", "mocov2"))
+    preset: str = _option(
+        "simclr", "augmentation preset", choices=("simclr", "mocov2", "supervised")
+    )
     image_size: int | None = _option(
         None, "side length of the augmented views (default: the dataset's own)", ge=8
     )

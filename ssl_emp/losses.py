@@ -33,3 +33,31 @@ def nt_xent_per_sample(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float)
     targets = torch.cat([index + batch, index])
     per_view = F.cross_entropy(logits, targets, reduction="none")
     return (per_view[:batch] + per_view[batch:]) / 2
+
+
+def info_nce_per_sample(
+    queries: torch.Tensor, keys: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MoCo's InfoNCE, one value per sample: ``CE([q.k+, q.Queue] / tau, 0)``.
+
+    Args:
+        queries: online-encoder projections q, shape (B, D); normalised here.
+        keys: momentum-encoder projections k (the positives), shape (B, D); normalised here.
+        negatives: queued keys, shape (M, D), already normalised (M may be 0).
+        temperature: softmax temperature tau.
+
+    Returns:
+        Tensor of shape (B,).
+    """
+    q = F.normalize(queries.float(), dim=1)
+    k = F.normalize(keys.float(), dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)
+    negative = q @ negatives.float().T
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    targets = torch.zeros(len(q), dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def cross_entropy_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Supervised per-sample loss ``CE(logits_i, y_i)``, shape (B,)."""
+    return F.cross_entropy(logits.float(), labels, reduction="none")

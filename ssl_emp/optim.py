@@ -25,8 +25,11 @@ def peak_learning_rate(config: TrainConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD, LARS (lightly) or AdamW; norm layers and biases get no weight decay."""
+    """SGD, LARS (lightly) or AdamW over the trainable parameters; norm layers and biases get
+    no weight decay (frozen parameters, e.g. a momentum encoder, are left out)."""
     decay, no_decay = get_weight_decay_parameters([model])
+    decay = [parameter for parameter in decay if parameter.requires_grad]
+    no_decay = [parameter for parameter in no_decay if parameter.requires_grad]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

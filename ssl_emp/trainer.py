@@ -10,23 +10,23 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from ssl_emp.accounting import effective_rate
 from ssl_emp.checkpoint import load_latest_checkpoint, save_checkpoint
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets, index_batches
+from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import atomic_write
-from ssl_emp.methods import MethodOutput, build_method
+from ssl_emp.io import atomic_write, write_json
+from ssl_emp.methods import Method, MethodOutput, build_method
 from ssl_emp.optim import build_optimizer, learning_rate_at, set_learning_rate
-from ssl_emp.pruning import BankMemory, Pruner, batch_memory
+from ssl_emp.pruning import BankMemory, Pruner, batch_memory, supervised_memory
 from ssl_emp.run_dir import RunDirectory
 from ssl_emp.seeding import capture_rng_state, epoch_generator, restore_rng_state, seed_everything
 
@@ -43,6 +43,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 SCORES_FILE = "scores.npz"
+NOISE_FILE = "label_noise.npz"
+EVAL_FILE = "eval.json"
 MIN_MEMORY_SPREAD = 0.005  # std of the memory term below which it cannot rank samples
 
 
@@ -74,15 +76,23 @@ class Trainer:
     Args:
         config: the resolved run configuration.
         train_data: training data (loaded from ``config.data`` when omitted).
+        test_data: test data for the supervised per-epoch accuracy (loaded when needed).
     """
 
-    def __init__(self, config: Config, train_data: ImageData | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        train_data: ImageData | None = None,
+        test_data: ImageData | None = None,
+    ) -> None:
         self.config = config
+        self.supervised = config.method.name == "supervised"
+        self._check_method_options()
         self.device = resolve_device(config.train.device)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
-        if train_data is None:
-            train_data, _ = build_datasets(
+        if train_data is None or (self.supervised and test_data is None):
+            train_data, test_data = build_datasets(
                 config.data, seed=config.seed, image_size=config.augment.image_size
             )
         if config.train.batch_size > len(train_data):
@@ -105,9 +115,14 @@ class Trainer:
                 f"train.batch_size<={self.pruner.keep} or a lower rate"
             )
         self.run = RunDirectory.prepare(config)
+        self.noisy = torch.zeros(len(train_data), dtype=torch.bool)
+        if config.data.label_noise > 0:
+            train_data = self._add_label_noise(train_data)
         seed_everything(config.seed)
         self.data = train_data.to(self.device)
-        self.model: nn.Module = build_method(config, train_data).to(self.device)
+        self.noisy = self.noisy.to(self.device)
+        self.test_data = test_data
+        self.model: Method = build_method(config, train_data).to(self.device)
         self.optimizer = build_optimizer(self.model, config.train)
         self.bank = self._build_bank() if config.memory.estimator == "bank" else None
         self.state = TrainState()
@@ -115,14 +130,43 @@ class Trainer:
         if config.run.resume:
             self._resume()
 
+    def _check_method_options(self) -> None:
+        config = self.config
+        if self.supervised and config.memory.estimator == "bank":
+            raise UserInputError(
+                "memory.estimator=bank is an SSL estimator; supervised runs use the prediction "
+                "entropy, so drop memory.estimator=bank"
+            )
+        if not self.supervised and config.data.label_noise > 0:
+            raise UserInputError(
+                "data.label_noise only applies to supervised training (ssl-emp train-supervised); "
+                "SSL pretraining does not use labels"
+            )
+
+    def _add_label_noise(self, data: ImageData) -> ImageData:
+        """Flip a seeded fraction of the labels; record which in ``label_noise.npz``."""
+        noisy_labels, flipped = flip_labels(
+            data.labels, self.config.data.label_noise, data.num_classes, seed=self.config.seed
+        )
+        arrays = {
+            "flipped": flipped,
+            "clean_labels": data.labels.numpy(),
+            "noisy_labels": noisy_labels.numpy(),
+        }
+        atomic_write(self.run.path / NOISE_FILE, lambda stream: np.savez(stream, **arrays))
+        self.noisy[torch.from_numpy(flipped)] = True
+        return replace(data, labels=noisy_labels)
+
     def _build_bank(self) -> BankMemory:
-        with torch.no_grad():
-            probe = self.model(self.data.images[:2])
-        features = self._memory_features(probe)
         memory = self.config.memory
+        dim = (
+            self.config.model.proj_dim
+            if memory.layer == "projection"
+            else self.model.backbone.feature_dim
+        )
         return BankMemory(
             num_samples=len(self.data),
-            dim=features.shape[-1],
+            dim=dim,
             tau=memory.tau,
             k=memory.k,
             center=memory.center,
@@ -174,7 +218,10 @@ class Trainer:
         return self.pruner.select(epoch)
 
     def step_memory(self, batch: torch.Tensor, output: MethodOutput) -> torch.Tensor | None:
-        """The batch's memory terms (batch estimator), or a bank write (bank estimator)."""
+        """The batch's memory terms (prediction entropy for supervised, batch estimator for
+        SSL), or a bank write (bank estimator)."""
+        if output.logits is not None:
+            return supervised_memory(output.logits, normalize=self.config.memory.normalize)
         features = self._memory_features(output)
         if features is None:
             return None
@@ -194,7 +241,7 @@ class Trainer:
             torch.arange(len(self.data), device=self.device), self.config.train.batch_size
         ):
             with autocast_context(self.device, self.config.train.amp):
-                output = self.model(self.data.images[batch])
+                output = self.model(self.data.images[batch], self.data.labels[batch])
             self.bank.write(batch, self._memory_features(output))
         self.model.train()
 
@@ -211,11 +258,18 @@ class Trainer:
         stats["bank_pass_s"] = time.perf_counter() - started
         return stats
 
-    def train_step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
-        """One optimizer step on the samples ``batch``; returns their (detached) losses."""
-        set_learning_rate(self.optimizer, lr)
+    def train_step(self, batch: torch.Tensor, progress: float) -> torch.Tensor:
+        """One optimizer step on the samples ``batch``; returns their (detached) losses.
+
+        Args:
+            batch: sample indices.
+            progress: training progress in epochs (sets the learning rate and, for MoCo, the
+                key encoder's momentum).
+        """
+        set_learning_rate(self.optimizer, learning_rate_at(progress, self.config.train))
+        self.model.before_step(progress, self.config.train.epochs)
         with autocast_context(self.device, self.config.train.amp):
-            output = self.model(self.data.images[batch])
+            output = self.model(self.data.images[batch], self.data.labels[batch])
         per_sample_loss = output.loss.float()
         memory = self.step_memory(batch, output)
         loss = self.pruner.update(batch, per_sample_loss, memory, epoch=self.state.epoch)
@@ -229,6 +283,29 @@ class Trainer:
         self.optimizer.step()
         self.state.step += 1
         return per_sample_loss.detach()
+
+    @torch.no_grad()
+    def test_accuracy(self) -> float:
+        """Top-1 accuracy of the supervised model on the test split (eval mode, no views)."""
+        self.model.eval()
+        correct = 0
+        for start in range(0, len(self.test_data), 1024):
+            images = self.test_data.images[start : start + 1024].to(self.device)
+            labels = self.test_data.labels[start : start + 1024].to(self.device)
+            correct += int((self.model.predict(images).argmax(dim=1) == labels).sum())
+        self.model.train()
+        return correct / len(self.test_data)
+
+    def noise_diagnostics(self, kept: torch.Tensor) -> dict[str, Any]:
+        """With label noise: how often flipped vs clean samples were selected and trained."""
+        if not bool(self.noisy.any()):
+            return {}
+        counts = self.pruner.table.train_count.float()
+        return {
+            "noisy_selected_frac": float(self.noisy[kept].float().mean()),
+            "visits_per_noisy": float(counts[self.noisy].mean()),
+            "visits_per_clean": float(counts[~self.noisy].mean()),
+        }
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch over the selected samples; returns its metrics record."""
@@ -250,8 +327,8 @@ class Trainer:
             unit="batch",
         )
         for batch in progress_bar:
-            lr = learning_rate_at(epoch + seen / len(indices), config.train)
-            per_sample_loss = self.train_step(batch, lr)
+            progress = epoch + seen / len(indices)
+            per_sample_loss = self.train_step(batch, progress)
             seen += len(batch)
             loss_sum += per_sample_loss.double().sum()
             if config.train.progress:
@@ -268,7 +345,7 @@ class Trainer:
         record: dict[str, Any] = {
             "epoch": self.state.epoch,
             "loss": float(loss_sum) / max(seen, 1),
-            "lr": lr,
+            "lr": self.optimizer.param_groups[0]["lr"],
             "kept": seen,
             "visits": self.state.visits,
             "effective_rate": effective_rate(self.state.visits, len(self.data), self.state.epoch),
@@ -278,6 +355,9 @@ class Trainer:
         record.update({k: v for k, v in selection.items() if k not in ("epoch", "selected")})
         record.update(self.pruner.epoch_diagnostics(epoch, kept=indices))
         record.update(bank_stats)
+        record.update(self.noise_diagnostics(indices))
+        if self.supervised:
+            record["test_top1"] = self.test_accuracy()
         return record
 
     def write_scores(self) -> None:
@@ -316,8 +396,9 @@ class Trainer:
             if pruning.policy == "full"
             else f"pruning {pruning.policy} rate {pruning.rate} score {self.pruner.score_kind}"
         )
+        verb = "training" if self.supervised else "pretraining"
         print(
-            f"pretraining {config.method.name} / {config.model.backbone} on {self.data.name} "
+            f"{verb} {config.method.name} / {config.model.backbone} on {self.data.name} "
             f"({len(self.data)} samples, {self.data.image_size}px) on {self.device} for "
             f"{config.train.epochs} epochs, {pruning_text} -> {self.run.path}"
         )
@@ -327,6 +408,8 @@ class Trainer:
             self._checkpoint()
             memory = record.get("memory_mean")
             memory_text = f"  memory {memory:.3f}±{record['memory_std']:.3f}" if memory else ""
+            if "test_top1" in record:
+                memory_text += f"  test {100 * record['test_top1']:.2f}%"
             print(
                 f"epoch {record['epoch']:3d}/{config.train.epochs}  loss {record['loss']:.4f}  "
                 f"kept {record['kept']}  eff.rate {record['effective_rate']:.3f}  "
@@ -337,11 +420,32 @@ class Trainer:
             self._warn_if_memory_is_flat(record)
         if self.state.epoch >= config.train.epochs:
             self.write_scores()
+            if self.supervised:
+                top1 = self.run.metrics()[-1]["test_top1"]
+                write_json(self.run.path / EVAL_FILE, {"top1": top1, "epochs": self.state.epoch})
+                print(f"test top1 {100 * top1:.2f} % -> {self.run.path / EVAL_FILE}")
         return self.run.metrics()
 
 
 def pretrain(config: Config) -> RunDirectory:
-    """Run (or resume) a pretraining run; returns its run directory."""
+    """Run (or resume) a self-supervised pretraining run; returns its run directory."""
+    if config.method.name == "supervised":
+        raise UserInputError(
+            "method.name=supervised is trained with `ssl-emp train-supervised`, not pretrain"
+        )
+    trainer = Trainer(config)
+    trainer.fit()
+    return trainer.run
+
+
+def train_supervised(config: Config) -> RunDirectory:
+    """Run (or resume) a supervised classification run; writes ``eval.json``."""
+    if config.method.name != "supervised":
+        raise UserInputError(
+            f"train-supervised needs method.name=supervised (the config says "
+            f"'{config.method.name}'); use a supervised config such as "
+            "configs/supervised_fashion_mnist.yaml"
+        )
     trainer = Trainer(config)
     trainer.fit()
     return trainer.run

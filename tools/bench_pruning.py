@@ -116,14 +116,14 @@ def main() -> None:
 
     def plain_block() -> None:
         for batch in batches[: args.steps]:
-            loss = model(emp.data.images[batch]).loss.mean()
+            loss = model(emp.data.images[batch], emp.data.labels[batch]).loss.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
     def emp_block() -> None:
         for batch in batches[: args.steps]:
-            emp.train_step(batch, lr=0.1)
+            emp.train_step(batch, progress=0.5)
 
     plain_block()
     emp_block()

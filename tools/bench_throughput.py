@@ -122,7 +122,7 @@ def main() -> None:
 
     def our_step() -> None:
         nonlocal position
-        ours.train_step(batches[position % len(batches)], lr=0.1)
+        ours.train_step(batches[position % len(batches)], progress=0.5)
         position += 1
 
     def synchronise() -> None:

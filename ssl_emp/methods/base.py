@@ -1,10 +1,13 @@
-"""What a training method hands back to the trainer for one batch."""
+"""The interface every training method implements, and what it hands back per batch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from ssl_emp.models.backbones import Backbone
 
 
 @dataclass
@@ -23,3 +26,19 @@ class MethodOutput:
     features: torch.Tensor | None = None
     projections: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+
+
+class Method(nn.Module):
+    """A training objective around a backbone: uint8 images (+ labels) -> per-sample losses.
+
+    Subclasses set ``self.backbone`` and implement :meth:`forward`.
+    """
+
+    backbone: Backbone
+
+    def before_step(self, progress: float, epochs: int) -> None:
+        """Hook called before each step with the training progress in epochs (default: none)."""
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> MethodOutput:
+        """Per-sample losses of a uint8 batch (B, C, H, W) with its labels (B,)."""
+        raise NotImplementedError

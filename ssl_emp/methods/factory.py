@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from ssl_emp.augment import build_view_augmentation
+from ssl_emp.augment import build_eval_transform, build_view_augmentation
 from ssl_emp.config import Config
 from ssl_emp.data.dataset import ImageData
+from ssl_emp.methods.base import Method
+from ssl_emp.methods.moco import MoCo
 from ssl_emp.methods.simclr import SimCLR
+from ssl_emp.methods.supervised import Supervised
 from ssl_emp.models.backbones import build_backbone
 
 
-def build_method(config: Config, data: ImageData) -> nn.Module:
+def build_method(config: Config, data: ImageData) -> Method:
     """The ``method.name`` model (backbone, head, views) for images like ``data``."""
     backbone = build_backbone(
         config.model.backbone,
@@ -27,10 +28,28 @@ def build_method(config: Config, data: ImageData) -> nn.Module:
         mean=data.mean,
         std=data.std,
     )
+    method = config.method
+    hidden_dim = config.model.proj_hidden_dim or backbone.feature_dim
+    if method.name == "supervised":
+        size = config.augment.image_size or data.image_size
+        eval_transform = build_eval_transform(size, data.image_size, data.mean, data.std)
+        return Supervised(backbone, augmentation, eval_transform, num_classes=data.num_classes)
+    if method.name == "moco":
+        return MoCo(
+            backbone,
+            augmentation,
+            proj_hidden_dim=hidden_dim,
+            proj_dim=config.model.proj_dim,
+            temperature=method.temperature,
+            queue_size=method.queue_size,
+            momentum=method.momentum,
+            symmetric=method.symmetric,
+            bn_splits=method.bn_splits,
+        )
     return SimCLR(
         backbone,
         augmentation,
-        proj_hidden_dim=config.model.proj_hidden_dim or backbone.feature_dim,
+        proj_hidden_dim=hidden_dim,
         proj_dim=config.model.proj_dim,
-        temperature=config.method.temperature,
+        temperature=method.temperature,
     )

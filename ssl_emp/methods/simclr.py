@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 from lightly.models.modules import SimCLRProjectionHead
-from torch import nn
 
 from ssl_emp.augment import ViewAugmentation
 from ssl_emp.losses import nt_xent_per_sample
-from ssl_emp.methods.base import MethodOutput
+from ssl_emp.methods.base import Method, MethodOutput
 from ssl_emp.models.backbones import Backbone
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     """SimCLR (Chen et al., 2020) with per-sample losses.
 
     Args:
@@ -39,8 +38,11 @@ class SimCLR(nn.Module):
         )
         self.temperature = temperature
 
-    def forward(self, images: torch.Tensor) -> MethodOutput:
-        """Per-sample NT-Xent of a uint8 batch (B, C, H, W), with both views' features."""
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MethodOutput:
+        """Per-sample NT-Xent of a uint8 batch (B, C, H, W), with both views' features.
+
+        Labels are not used (self-supervised); the argument keeps one interface for all methods.
+        """
         view_a, view_b = self.augmentation.two_views(images)
         features = self.backbone(torch.cat([view_a, view_b]))
         projections = self.projection_head(features)

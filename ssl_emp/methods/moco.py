@@ -1,0 +1,116 @@
+"""MoCo v2: a momentum key encoder, a queue of negatives, and a per-sample InfoNCE loss."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from ssl_emp.augment import ViewAugmentation
+from ssl_emp.losses import info_nce_per_sample
+from ssl_emp.methods.base import Method, MethodOutput
+from ssl_emp.methods.queue import KeyQueue
+from ssl_emp.models.backbones import Backbone
+from ssl_emp.optim import SCHEDULE_RESOLUTION
+
+
+def chunked(module: nn.Module, inputs: torch.Tensor, splits: int) -> torch.Tensor:
+    """``module`` applied to ``splits`` chunks of the batch: each chunk gets its own BN stats."""
+    if splits <= 1 or len(inputs) < 2 * splits:
+        return module(inputs)
+    return torch.cat([module(chunk) for chunk in inputs.chunk(splits)])
+
+
+class MoCo(Method):
+    """MoCo v2 (Chen et al., 2020) with per-sample losses.
+
+    Args:
+        backbone: online encoder.
+        augmentation: view pipeline (the ``mocov2`` preset).
+        proj_hidden_dim: hidden width of lightly's MoCo projection head.
+        proj_dim: key/query dimension.
+        temperature: InfoNCE temperature.
+        queue_size: number of queued negative keys.
+        momentum: base momentum m of the key encoder, raised to 1 on a cosine schedule.
+        symmetric: also use (view b -> query, view a -> key) and average.
+        bn_splits: BN groups for the single-device shuffle-BN (1 = off).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        augmentation: ViewAugmentation,
+        proj_hidden_dim: int,
+        proj_dim: int,
+        temperature: float,
+        queue_size: int,
+        momentum: float,
+        symmetric: bool,
+        bn_splits: int,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.augmentation = augmentation
+        self.projection_head = MoCoProjectionHead(
+            input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
+        )
+        self.key_backbone = copy.deepcopy(backbone)
+        self.key_head = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.key_backbone)
+        deactivate_requires_grad(self.key_head)
+        self.queue = KeyQueue(queue_size, proj_dim)
+        self.temperature = temperature
+        self.base_momentum = momentum
+        self.current_momentum = momentum
+        self.symmetric = symmetric
+        self.bn_splits = bn_splits
+
+    def before_step(self, progress: float, epochs: int) -> None:
+        """Momentum for this step: cosine from the base value to 1 over training."""
+        step = round(progress * SCHEDULE_RESOLUTION)
+        total = max(1, epochs * SCHEDULE_RESOLUTION)
+        self.current_momentum = cosine_schedule(
+            min(step, total), total + 1, start_value=self.base_momentum, end_value=1.0
+        )
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """``theta_k <- m theta_k + (1 - m) theta_q`` for backbone and head parameters."""
+        update_momentum(self.backbone, self.key_backbone, m=self.current_momentum)
+        update_momentum(self.projection_head, self.key_head, m=self.current_momentum)
+
+    @torch.no_grad()
+    def encode_keys(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key-encoder features and keys of ``views``, encoded in shuffled BN groups."""
+        order = torch.randperm(len(views), device=views.device)
+        inverse = torch.argsort(order)
+        features = chunked(self.key_backbone, views[order], self.bn_splits)
+        keys = self.key_head(features)
+        return features[inverse], keys[inverse]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MethodOutput:
+        """Per-sample InfoNCE of a uint8 batch, then the batch's keys join the queue."""
+        view_a, view_b = self.augmentation.two_views(images)
+        self.momentum_update()
+        negatives = self.queue.negatives().clone()  # enqueue below writes in place
+        features_a = chunked(self.backbone, view_a, self.bn_splits)
+        queries_a = self.projection_head(features_a)
+        key_features_b, keys_b = self.encode_keys(view_b)
+        loss = info_nce_per_sample(queries_a, keys_b, negatives, self.temperature)
+        features_b, queries_b = key_features_b, None
+        if self.symmetric:
+            features_b = chunked(self.backbone, view_b, self.bn_splits)
+            queries_b = self.projection_head(features_b)
+            _, keys_a = self.encode_keys(view_a)
+            loss = (loss + info_nce_per_sample(queries_b, keys_a, negatives, self.temperature)) / 2
+        self.queue.enqueue(keys_b)
+        projections_b = queries_b if queries_b is not None else keys_b
+        return MethodOutput(
+            loss=loss,
+            features=torch.stack([features_a.detach(), features_b.detach()]),
+            projections=torch.stack([queries_a.detach(), projections_b.detach()]),
+        )

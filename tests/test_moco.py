@@ -1,0 +1,114 @@
+"""MoCo v2: per-sample InfoNCE, the key queue, the momentum update, resume of queue and keys."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_emp.checkpoint import list_checkpoints
+from ssl_emp.losses import info_nce_per_sample
+from ssl_emp.methods.queue import KeyQueue
+from ssl_emp.trainer import Trainer, pretrain
+from tests.conftest import tiny_config_with
+
+MOCO = ["method.name=moco", "method.queue_size=20", "augment.preset=mocov2", "method.bn_splits=2"]
+
+
+def test_info_nce_equals_hand_computation() -> None:
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator)
+    queue = F.normalize(torch.randn(5, 4, generator=generator), dim=1)
+    tau = 0.3
+    ours = info_nce_per_sample(q, k, queue, tau)
+    for i in range(3):
+        qi, ki = F.normalize(q[i], dim=0), F.normalize(k[i], dim=0)
+        logits = [float(qi @ ki) / tau] + [float(qi @ n) / tau for n in queue]
+        expected = -logits[0] + math.log(sum(math.exp(x) for x in logits))
+        assert ours[i].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_info_nce_with_empty_queue_is_zero() -> None:
+    q = torch.randn(4, 3)
+    assert torch.allclose(info_nce_per_sample(q, q, torch.zeros(0, 3), 0.2), torch.zeros(4))
+
+
+def test_queue_is_fifo_with_wrap_around() -> None:
+    queue = KeyQueue(size=5, dim=2)
+    keys = [F.normalize(torch.tensor([[float(i), 1.0]]), dim=1) for i in range(9)]
+    queue.enqueue(torch.cat(keys[:3]))
+    assert int(queue.filled) == 3 and int(queue.pointer) == 3
+    assert torch.allclose(queue.negatives(), torch.cat(keys[:3]))
+    queue.enqueue(torch.cat(keys[3:7]))  # crosses the end: rows 3, 4 then 0, 1
+    assert int(queue.filled) == 5 and int(queue.pointer) == 2
+    assert torch.allclose(queue.keys, torch.cat([keys[5], keys[6], keys[2], keys[3], keys[4]]))
+    # every key of the crossing batch is present; only the oldest (0, 1) were replaced
+    queue.enqueue(torch.cat(keys[7:9]))
+    assert torch.allclose(queue.keys, torch.cat([keys[5], keys[6], keys[7], keys[8], keys[4]]))
+
+
+def test_batch_larger_than_queue_keeps_its_newest_keys() -> None:
+    queue = KeyQueue(size=3, dim=2)
+    keys = F.normalize(torch.randn(5, 2), dim=1)
+    queue.enqueue(keys)
+    stored = queue.keys[queue.keys[:, 0].argsort()]
+    newest = keys[2:][keys[2:, 0].argsort()]
+    assert torch.allclose(stored, newest, atol=1e-6)
+
+
+def test_momentum_update_matches_formula(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config_with(tmp_path, *MOCO, "method.momentum=0.9"))
+    model = trainer.model
+    with torch.no_grad():
+        for parameter in model.backbone.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    online = [p.clone() for p in model.backbone.parameters()]
+    keys_before = [p.clone() for p in model.key_backbone.parameters()]
+    model.before_step(progress=0.0, epochs=2)
+    assert model.current_momentum == pytest.approx(0.9)
+    model.momentum_update()
+    for key, old, query in zip(model.key_backbone.parameters(), keys_before, online, strict=True):
+        assert torch.allclose(key, 0.9 * old + 0.1 * query, atol=1e-6)
+    model.before_step(progress=2.0, epochs=2)
+    assert model.current_momentum == pytest.approx(1.0)
+
+
+def test_key_encoder_is_not_optimised(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config_with(tmp_path, *MOCO))
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimised for p in trainer.model.key_backbone.parameters())
+    assert all(id(p) in optimised for p in trainer.model.backbone.parameters())
+
+
+def test_resumed_moco_run_restores_queue_and_key_encoder(tmp_path: Path) -> None:
+    config = tiny_config_with(tmp_path, *MOCO, "train.epochs=3")
+    first = Trainer(config)
+    first.fit(until_epoch=2)
+    saved = torch.load(list_checkpoints(first.run.checkpoint_dir)[-1], weights_only=False)
+    resumed = Trainer(tiny_config_with(tmp_path, *MOCO, "train.epochs=3", "run.resume=true"))
+    model = resumed.model
+    assert torch.equal(model.queue.keys, saved["model"]["queue.keys"])
+    assert int(model.queue.pointer) == int(saved["model"]["queue.pointer"])
+    assert int(model.queue.filled) == 20
+    for name, tensor in model.key_backbone.state_dict().items():
+        assert torch.equal(tensor, saved["model"][f"key_backbone.{name}"]), name
+    assert torch.equal(model.queue.keys, first.model.queue.keys)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_moco_with_emp_trains_end_to_end(tmp_path: Path, symmetric: bool) -> None:
+    run = pretrain(
+        tiny_config_with(
+            tmp_path,
+            *MOCO,
+            f"method.symmetric={str(symmetric).lower()}",
+            "pruning.policy=emp",
+            "pruning.rate=0.5",
+            "train.epochs=3",
+            "train.batch_size=8",
+        )
+    )
+    for name in ("config.yaml", "metrics.jsonl", "scores.npz"):
+        assert (run.path / name).is_file()
+    assert len(list_checkpoints(run.checkpoint_dir)) == 2
