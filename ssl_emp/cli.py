@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ssl_emp.config import describe_options, load_config
 from ssl_emp.errors import UserInputError
@@ -79,6 +80,64 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
     probe.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* overrides")
 
+    knn = commands.add_parser(
+        "knn",
+        help="weighted kNN accuracy of the frozen backbone of a run",
+        description="Extract frozen backbone features of a run's newest checkpoint, classify "
+        "the test split by similarity-weighted kNN on L2-normalised features (faiss, or torch "
+        "when faiss is missing), print and write RUN_DIR/knn.json (top1).",
+        epilog="overrides: eval.knn_k (default 200), eval.knn_t (default 0.1), train.device, "
+        "train.threads",
+        formatter_class=formatter,
+    )
+    knn.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
+    knn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* overrides")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="grid of policies x pruning rates x seeds, each trained and evaluated",
+        description="Train one run per grid cell under --dir (named POLICY_rRATE_sSEED[_bBETA]"
+        "[_ESTIMATOR]; full data once per seed), then linear probe and kNN on each SSL run. "
+        "Re-running the same command skips finished runs and resumes unfinished ones. "
+        "Writes DIR/sweep.json.",
+        epilog=CONFIG_HELP + describe_options(),
+        formatter_class=formatter,
+    )
+    sweep.add_argument("-c", "--config", required=True, help="base YAML config")
+    sweep.add_argument("--dir", required=True, help="sweep directory (created)")
+    sweep.add_argument(
+        "--policies",
+        default="full,random,infobatch,ucb,eps_greedy,emp",
+        help="comma-separated policies (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--rates",
+        default="0.3,0.5,0.7",
+        help="comma-separated pruning rates (default: %(default)s)",
+    )
+    sweep.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    sweep.add_argument("--betas", default="", help="comma-separated beta values for emp (optional)")
+    sweep.add_argument(
+        "--estimators", default="", help="comma-separated memory estimators for emp: batch,bank"
+    )
+    sweep.add_argument("--no-eval", action="store_true", help="skip the probe and kNN")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every run")
+
+    compare = commands.add_parser(
+        "compare",
+        help="results.csv, report.md and plots for a sweep or a list of runs",
+        description="Collect runs (a sweep directory or run directories) into results.csv, "
+        "report.md (mean ± std over seeds) and PNG plots: accuracy vs effective pruning rate, "
+        "memory-term distributions per rate over epochs, training-frequency histograms, cost.",
+        formatter_class=formatter,
+    )
+    compare.add_argument("paths", nargs="+", metavar="PATH", help="sweep or run directories")
+    compare.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: the sweep directory, else ./compare)",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="short SimCLR pretraining on Fashion-MNIST + probe vs a random backbone",
@@ -96,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return parser
+
+
+def _split(text: str, kind: type, flag: str) -> list:
+    """Comma-separated values of ``kind`` (empty text gives an empty list)."""
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserInputError(
+            f"{flag} takes comma-separated {kind.__name__} values, got '{text}'"
+        ) from None
 
 
 def _run_overrides(args: argparse.Namespace) -> list[str]:
@@ -127,6 +196,36 @@ def dispatch(args: argparse.Namespace) -> int:
             f"linear probe top1 {100 * result.top1:.2f} % (train {100 * result.train_top1:.2f} %)"
             f" -> {args.run_dir}/probe.json"
         )
+    elif args.command == "knn":
+        from ssl_emp.knn import knn_run
+
+        result = knn_run(args.run_dir, args.overrides)
+        print(
+            f"kNN top1 {100 * result.top1:.2f} % (k={result.k}, t={result.t}, "
+            f"{result.backend}) -> {args.run_dir}/knn.json"
+        )
+    elif args.command == "sweep":
+        from ssl_emp.sweep import plan_runs, sweep
+
+        runs = plan_runs(
+            policies=_split(args.policies, str, "--policies"),
+            rates=_split(args.rates, float, "--rates"),
+            seeds=_split(args.seeds, int, "--seeds"),
+            betas=_split(args.betas, float, "--betas"),
+            estimators=_split(args.estimators, str, "--estimators"),
+        )
+        statuses = sweep(args.config, args.dir, runs, args.overrides, evaluate=not args.no_eval)
+        print(
+            f"done: {len(statuses)} runs in {args.dir}; compare them with "
+            f"`ssl-emp compare {args.dir}`"
+        )
+    elif args.command == "compare":
+        from ssl_emp.compare import compare
+
+        single_sweep = len(args.paths) == 1 and not Path(args.paths[0], "config.yaml").exists()
+        out = args.out or (args.paths[0] if single_sweep else "compare")
+        out_dir = compare(args.paths, out)
+        print(f"wrote {out_dir}/report.md, results.csv and plots")
     elif args.command == "demo":
         from ssl_emp.demo import load_demo_config, run_demo
 

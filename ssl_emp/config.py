@@ -225,12 +225,17 @@ class MemoryConfig:
 
 @dataclass
 class EvalConfig:
-    """Linear-probe evaluation on frozen features."""
+    """Evaluation on frozen features: linear probe and weighted kNN."""
 
     probe_epochs: int = _option(100, "epochs of the linear classifier on frozen features", ge=1)
     probe_lr: float = _option(1e-2, "learning rate of the probe (Adam)", gt=0.0)
     probe_batch_size: int = _option(256, "mini-batch size of the probe", ge=1)
     probe_weight_decay: float = _option(1e-5, "weight decay of the probe", ge=0.0)
+    knn_k: int = _option(200, "kNN: number of neighbours", ge=1)
+    knn_t: float = _option(0.1, "kNN: temperature of the similarity weights exp(sim / t)", gt=0.0)
+    knn_every: int = _option(
+        0, "pretraining: kNN monitor on the test split every n epochs (0 = off)", ge=0
+    )
 
 
 @dataclass

@@ -10,9 +10,10 @@ import torch
 
 from ssl_emp.config import Config, load_config
 from ssl_emp.data import build_datasets
+from ssl_emp.evaluation import load_trained_backbone
 from ssl_emp.io import write_json
 from ssl_emp.methods import build_method
-from ssl_emp.probe import linear_probe, load_trained_backbone
+from ssl_emp.probe import linear_probe
 from ssl_emp.seeding import seed_everything
 from ssl_emp.trainer import Trainer
 

@@ -10,15 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_emp.checkpoint import load_latest_checkpoint
-from ssl_emp.config import Config, EvalConfig, config_from_dict
-from ssl_emp.data import ImageData, build_datasets
-from ssl_emp.errors import UserInputError
+from ssl_emp.config import EvalConfig
+from ssl_emp.data import ImageData
+from ssl_emp.evaluation import load_run_for_evaluation
 from ssl_emp.features import extract_features
 from ssl_emp.io import write_json
-from ssl_emp.methods import build_method
-from ssl_emp.run_dir import RunDirectory
-from ssl_emp.trainer import resolve_device
 
 
 @dataclass
@@ -109,21 +105,6 @@ def linear_probe(
     )
 
 
-def load_trained_backbone(
-    run: RunDirectory, config: Config, train: ImageData, device: torch.device
-) -> nn.Module:
-    """The backbone of the newest checkpoint of ``run``."""
-    found = load_latest_checkpoint(run.checkpoint_dir)
-    if found is None:
-        raise UserInputError(
-            f"run directory {run.path} has no checkpoint yet; pretrain it first "
-            f"(ssl-emp pretrain ... run.dir={run.path})"
-        )
-    model = build_method(config, train)
-    model.load_state_dict(found[1]["model"])
-    return model.backbone.to(device)
-
-
 def probe_run(run_dir: str, overrides: list[str] | None = None) -> ProbeResult:
     """``ssl-emp linear-probe``: probe the newest checkpoint of a run; writes ``probe.json``.
 
@@ -131,22 +112,7 @@ def probe_run(run_dir: str, overrides: list[str] | None = None) -> ProbeResult:
         run_dir: the pretraining run directory.
         overrides: ``eval.*`` (or ``train.device``) overrides, e.g. ``eval.probe_epochs=50``.
     """
-    run = RunDirectory(run_dir)
-    config = run.load_config()
-    for text in overrides or []:
-        if not text.startswith(("eval.", "train.device=", "train.threads=")):
-            raise UserInputError(
-                f"linear-probe takes only eval.* and train.device/threads overrides, got '{text}'"
-            )
-    if overrides:
-        config = config_from_dict(config.to_dict(), overrides)
-    device = resolve_device(config.train.device)
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
-    train, test = build_datasets(
-        config.data, seed=config.seed, image_size=config.augment.image_size
-    )
-    backbone = load_trained_backbone(run, config, train, device)
+    run, config, train, test, backbone = load_run_for_evaluation(run_dir, overrides)
     image_size = config.augment.image_size or train.image_size
     result = linear_probe(backbone, train, test, image_size, config.eval, seed=config.seed)
     write_json(run.path / "probe.json", result.to_dict())

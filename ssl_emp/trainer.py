@@ -22,25 +22,15 @@ from ssl_emp.checkpoint import load_latest_checkpoint, save_checkpoint
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets, index_batches
 from ssl_emp.data.label_noise import flip_labels
+from ssl_emp.device import resolve_device
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import atomic_write, write_json
+from ssl_emp.knn import knn_accuracy
 from ssl_emp.methods import Method, MethodOutput, build_method
 from ssl_emp.optim import build_optimizer, learning_rate_at, set_learning_rate
 from ssl_emp.pruning import BankMemory, Pruner, batch_memory, supervised_memory
 from ssl_emp.run_dir import RunDirectory
 from ssl_emp.seeding import capture_rng_state, epoch_generator, restore_rng_state, seed_everything
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(
-            "train.device=cuda but no CUDA device is visible; use train.device=cpu"
-        )
-    return torch.device(name)
-
 
 SCORES_FILE = "scores.npz"
 NOISE_FILE = "label_noise.npz"
@@ -91,7 +81,8 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
-        if train_data is None or (self.supervised and test_data is None):
+        needs_test = self.supervised or config.eval.knn_every > 0
+        if train_data is None or (needs_test and test_data is None):
             train_data, test_data = build_datasets(
                 config.data, seed=config.seed, image_size=config.augment.image_size
             )
@@ -358,7 +349,22 @@ class Trainer:
         record.update(self.noise_diagnostics(indices))
         if self.supervised:
             record["test_top1"] = self.test_accuracy()
+        elif config.eval.knn_every and self.state.epoch % config.eval.knn_every == 0:
+            record["knn_top1"] = self.knn_monitor()
         return record
+
+    def knn_monitor(self) -> float:
+        """Weighted-kNN top-1 of the current backbone on the test split (DESIGN 4)."""
+        image_size = self.config.augment.image_size or self.data.image_size
+        result = knn_accuracy(
+            self.model.backbone,
+            self.data,
+            self.test_data,
+            image_size,
+            k=self.config.eval.knn_k,
+            t=self.config.eval.knn_t,
+        )
+        return result.top1
 
     def write_scores(self) -> None:
         """``scores.npz``: per-sample score, memory, train_count, loss, last_seen and labels."""
@@ -410,6 +416,8 @@ class Trainer:
             memory_text = f"  memory {memory:.3f}±{record['memory_std']:.3f}" if memory else ""
             if "test_top1" in record:
                 memory_text += f"  test {100 * record['test_top1']:.2f}%"
+            if "knn_top1" in record:
+                memory_text += f"  kNN {100 * record['knn_top1']:.2f}%"
             print(
                 f"epoch {record['epoch']:3d}/{config.train.epochs}  loss {record['loss']:.4f}  "
                 f"kept {record['kept']}  eff.rate {record['effective_rate']:.3f}  "

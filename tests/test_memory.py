@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssl_emp.neighbours import faiss_available, search
 from ssl_emp.pruning import BankMemory, batch_memory, supervised_memory
-from ssl_emp.pruning.neighbours import faiss_available, search
 
 
 def _entropy(probabilities: list[float]) -> float:

@@ -59,4 +59,4 @@ def test_linear_probe_cli_writes_probe_json(tiny_config, capsys: pytest.CaptureF
 def test_linear_probe_rejects_training_overrides(tiny_config, capsys) -> None:
     run = pretrain(tiny_config)
     assert main(["linear-probe", str(run.path), "train.lr=3"]) == 2
-    assert "only eval.*" in capsys.readouterr().err
+    assert "only eval.* and train.device" in capsys.readouterr().err

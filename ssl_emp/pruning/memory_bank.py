@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
+from ssl_emp.neighbours import search
 from ssl_emp.pruning.memory import (
     center_and_normalize,
     positive_similarity,
     scale_entropy,
     softmax_entropy,
 )
-from ssl_emp.pruning.neighbours import search
 
 
 class BankMemory:

@@ -1,0 +1,60 @@
+"""Loading a finished (or running) run for evaluation: its config, data and backbone."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ssl_emp.checkpoint import load_latest_checkpoint
+from ssl_emp.config import Config, config_from_dict
+from ssl_emp.data import ImageData, build_datasets
+from ssl_emp.device import resolve_device
+from ssl_emp.errors import UserInputError
+from ssl_emp.methods import build_method
+from ssl_emp.run_dir import RunDirectory
+
+EVALUATION_OVERRIDES = ("eval.", "train.device=", "train.threads=")
+
+
+def load_trained_backbone(
+    run: RunDirectory, config: Config, train: ImageData, device: torch.device
+) -> nn.Module:
+    """The backbone of the newest checkpoint of ``run``."""
+    found = load_latest_checkpoint(run.checkpoint_dir)
+    if found is None:
+        raise UserInputError(
+            f"run directory {run.path} has no checkpoint yet; pretrain it first "
+            f"(ssl-emp pretrain ... run.dir={run.path})"
+        )
+    model = build_method(config, train)
+    model.load_state_dict(found[1]["model"])
+    return model.backbone.to(device)
+
+
+def load_run_for_evaluation(
+    run_dir: str, overrides: list[str] | None = None
+) -> tuple[RunDirectory, Config, ImageData, ImageData, nn.Module]:
+    """The run, its config (with ``eval.*`` overrides), train and test data, and backbone.
+
+    Raises:
+        UserInputError: not a run directory, no checkpoint, or an override outside
+            ``eval.*`` / ``train.device`` / ``train.threads``.
+    """
+    run = RunDirectory(run_dir)
+    config = run.load_config()
+    overrides = list(overrides or [])
+    for text in overrides:
+        if not text.startswith(EVALUATION_OVERRIDES):
+            raise UserInputError(
+                f"evaluation takes only eval.* and train.device/threads overrides, got '{text}'"
+            )
+    if overrides:
+        config = config_from_dict(config.to_dict(), overrides)
+    device = resolve_device(config.train.device)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    train, test = build_datasets(
+        config.data, seed=config.seed, image_size=config.augment.image_size
+    )
+    backbone = load_trained_backbone(run, config, train, device)
+    return run, config, train, test, backbone

@@ -1,0 +1,154 @@
+"""``ssl-emp sweep``: a grid of policies x pruning rates x seeds (x beta, x memory estimator)
+from one config, each run in its own directory, then linear probe and kNN on each.
+
+Re-running the same command continues where it stopped: finished runs are skipped (their
+evaluation is completed if missing), a run with a checkpoint is resumed, a run that died
+before its first checkpoint is started over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ssl_emp.checkpoint import list_checkpoints
+from ssl_emp.config import load_config
+from ssl_emp.errors import UserInputError
+from ssl_emp.io import write_json
+from ssl_emp.knn import knn_run
+from ssl_emp.probe import probe_run
+from ssl_emp.run_dir import RunDirectory
+from ssl_emp.trainer import Trainer
+
+MANIFEST = "sweep.json"
+POLICIES = ("full", "random", "topk", "eps_greedy", "ucb", "infobatch", "emp")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One cell of the grid.
+
+    Attributes:
+        name: directory name under the sweep directory.
+        overrides: config overrides that make this run.
+    """
+
+    name: str
+    overrides: tuple[str, ...] = field(default=())
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def plan_runs(
+    policies: Sequence[str],
+    rates: Sequence[float],
+    seeds: Sequence[int],
+    betas: Sequence[float] = (),
+    estimators: Sequence[str] = (),
+) -> list[SweepRun]:
+    """The grid, in a stable order. ``full`` runs once per seed (it has no rate); the beta and
+    estimator axes apply to ``emp`` only."""
+    runs = []
+    for policy in policies:
+        if policy not in POLICIES:
+            raise UserInputError(
+                f"unknown policy '{policy}' in --policies; choose from {', '.join(POLICIES)}"
+            )
+        for seed in seeds:
+            if policy == "full":
+                runs.append(SweepRun(f"full_s{seed}", ("pruning.policy=full", f"seed={seed}")))
+                continue
+            for rate in rates:
+                base = (f"pruning.policy={policy}", f"pruning.rate={rate}", f"seed={seed}")
+                name = f"{policy}_r{_number(rate)}_s{seed}"
+                if policy != "emp":
+                    runs.append(SweepRun(name, base))
+                    continue
+                for beta in betas or (None,):
+                    for estimator in estimators or (None,):
+                        extra, suffix = [], ""
+                        if beta is not None:
+                            extra.append(f"pruning.beta={beta}")
+                            suffix += f"_b{_number(beta)}"
+                        if estimator is not None:
+                            extra.append(f"memory.estimator={estimator}")
+                            suffix += f"_{estimator}"
+                        runs.append(SweepRun(name + suffix, (*base, *extra)))
+    return runs
+
+
+def training_finished(run_dir: Path) -> bool:
+    """A run is finished once its trainer wrote ``scores.npz`` (after the last epoch)."""
+    return (run_dir / "scores.npz").is_file()
+
+
+def sweep(
+    config_path: str,
+    sweep_dir: str,
+    runs: Sequence[SweepRun],
+    overrides: Sequence[str] = (),
+    evaluate: bool = True,
+) -> list[dict[str, object]]:
+    """Train and evaluate every run of the grid that is not done yet.
+
+    Args:
+        config_path: the base YAML config.
+        sweep_dir: parent directory of the runs.
+        runs: the grid (see :func:`plan_runs`).
+        overrides: overrides applied to every run (before the run's own).
+        evaluate: run the linear probe and kNN on SSL runs.
+
+    Returns:
+        One status record per run (also written to ``sweep.json``).
+    """
+    root = Path(sweep_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    statuses: list[dict[str, object]] = []
+    for position, run in enumerate(runs, start=1):
+        run_dir = root / run.name
+        if training_finished(run_dir):
+            action = "done"
+        elif list_checkpoints(run_dir / "checkpoints"):
+            action = "resume"
+        else:
+            action = "start"
+        print(f"[{position}/{len(runs)}] {run.name}: {action}", flush=True)
+        started = time.perf_counter()
+        flags = {"done": [], "resume": ["run.resume=true"], "start": ["run.overwrite=true"]}
+        config = load_config(
+            config_path, [*overrides, *run.overrides, f"run.dir={run_dir}", *flags[action]]
+        )
+        if action != "done":
+            Trainer(config).fit()
+        supervised = config.method.name == "supervised"
+        if evaluate and not supervised:
+            if not (run_dir / "probe.json").is_file():
+                probe_run(str(run_dir))
+            if not (run_dir / "knn.json").is_file():
+                knn_run(str(run_dir))
+        statuses.append({**asdict(run), "action": action, "seconds": time.perf_counter() - started})
+        write_json(root / MANIFEST, {"config": config_path, "runs": statuses})
+    return statuses
+
+
+def find_run_dirs(paths: Sequence[str]) -> list[Path]:
+    """Run directories among ``paths``: each path is a run (has config.yaml) or holds runs."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if RunDirectory(path).config_path.is_file():
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise UserInputError(f"{path} does not exist; pass run or sweep directories")
+        children = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+        if not children:
+            raise UserInputError(
+                f"{path} holds no run directories (no */config.yaml); pass a sweep directory"
+            )
+        found.extend(children)
+    return found

@@ -1,0 +1,166 @@
+"""Sweeps (restartable) and comparison reports (numbers equal the runs' files)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ssl_emp.cli import main
+from ssl_emp.compare import compare
+from ssl_emp.config import load_config
+from ssl_emp.errors import UserInputError
+from ssl_emp.sweep import plan_runs, sweep
+from ssl_emp.trainer import Trainer
+from tests.conftest import TINY_OVERRIDES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_plan_runs_grid() -> None:
+    runs = plan_runs(
+        ["full", "random", "emp"], [0.5, 0.7], [0, 1], betas=[0.0, 1.0], estimators=["batch"]
+    )
+    names = [run.name for run in runs]
+    assert names[:2] == ["full_s0", "full_s1"]
+    assert "random_r0.7_s1" in names and "emp_r0.5_s0_b1_batch" in names
+    assert len(runs) == 2 + 4 + 8
+    with pytest.raises(UserInputError, match="unknown policy 'greedy'"):
+        plan_runs(["greedy"], [0.5], [0])
+
+
+def _fabricate_run(
+    root: Path,
+    name: str,
+    policy: str,
+    rate: float,
+    seed: int,
+    probe: float,
+    knn: float,
+    visits: int,
+) -> None:
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    config = load_config(
+        None, [f"pruning.policy={policy}", f"pruning.rate={rate}", f"seed={seed}", f"run.dir={run}"]
+    )
+    (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    records = [
+        {
+            "epoch": e,
+            "loss": 1.0,
+            "kept": 10,
+            "visits": visits * e // 2,
+            "effective_rate": 1 - visits / 200,
+            "wall_time_s": 1.5,
+            "train_count_gini": 0.2,
+            "memory_mean": 0.5,
+            "memory_std": 0.1,
+            "memory_q10": 0.4,
+            "memory_q50": 0.5,
+            "memory_q90": 0.6,
+        }
+        for e in (1, 2)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "probe.json").write_text(json.dumps({"top1": probe}))
+    (run / "knn.json").write_text(json.dumps({"top1": knn}))
+    np.savez(
+        run / "scores.npz",
+        train_count=np.array([0, 1, 2, 2, 5]),
+        score=np.zeros(5),
+        memory=np.zeros(5),
+    )
+
+
+def test_compare_csv_equals_run_files_and_plots_exist(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    _fabricate_run(sweep_dir, "full_s0", "full", 0.5, 0, probe=0.84, knn=0.80, visits=200)
+    _fabricate_run(sweep_dir, "emp_r0.7_s0", "emp", 0.7, 0, probe=0.83, knn=0.79, visits=80)
+    _fabricate_run(sweep_dir, "emp_r0.7_s1", "emp", 0.7, 1, probe=0.81, knn=0.77, visits=80)
+    out = compare([str(sweep_dir)], str(tmp_path / "out"))
+    with open(out / "results.csv") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"full_s0", "emp_r0.7_s0", "emp_r0.7_s1"}
+    for name, row in rows.items():
+        run = sweep_dir / name
+        assert float(row["probe_top1"]) == json.loads((run / "probe.json").read_text())["top1"]
+        assert float(row["knn_top1"]) == json.loads((run / "knn.json").read_text())["top1"]
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert float(row["effective_rate"]) == last["effective_rate"]
+        assert int(row["visits"]) == last["visits"]
+        assert float(row["wall_time_s"]) == 3.0
+    assert rows["full_s0"]["rate"] == "0.0"
+    for name in (
+        "accuracy_vs_effective_rate.png",
+        "memory_by_rate.png",
+        "train_count_hist.png",
+        "cost.png",
+        "report.md",
+    ):
+        assert (out / name).stat().st_size > 1000 or name == "report.md"
+    report = (out / "report.md").read_text()
+    assert "| emp (batch) | 0.7 | 2 |" in report
+    assert "82.00 ± 1.00" in report  # probe mean ± std of 0.83 and 0.81
+
+
+def test_compare_rejects_an_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="holds no run directories"):
+        compare([str(tmp_path)], str(tmp_path / "out"))
+
+
+def test_restarted_sweep_does_not_rerun_finished_runs(tmp_path: Path, capsys) -> None:
+    config = ROOT / "configs" / "simclr_fashion_mnist.yaml"
+    overrides = [*TINY_OVERRIDES, "data.subset=null", "train.batch_size=8"]
+    runs = plan_runs(["full", "topk"], [0.5], [0])
+    sweep_dir = tmp_path / "sweep"
+    # a run killed after its first epoch: a checkpoint but no scores.npz
+    partial = load_config(
+        config, [*overrides, *runs[1].overrides, f"run.dir={sweep_dir / runs[1].name}"]
+    )
+    Trainer(partial).fit(until_epoch=1)
+    first_epoch = (sweep_dir / runs[1].name / "metrics.jsonl").read_text().splitlines()[0]
+    sweep(str(config), str(sweep_dir), runs, overrides)
+    out = capsys.readouterr().out
+    assert "full_s0: start" in out and "topk_r0.5_s0: resume" in out
+    metrics = (sweep_dir / runs[1].name / "metrics.jsonl").read_text().splitlines()
+    assert metrics[0] == first_epoch and len(metrics) == 2
+    stamps = {run.name: (sweep_dir / run.name / "metrics.jsonl").stat().st_mtime_ns for run in runs}
+    sweep(str(config), str(sweep_dir), runs, overrides)
+    assert "full_s0: done" in capsys.readouterr().out
+    for run in runs:
+        assert (sweep_dir / run.name / "metrics.jsonl").stat().st_mtime_ns == stamps[run.name]
+        assert (sweep_dir / run.name / "probe.json").is_file()
+        assert (sweep_dir / run.name / "knn.json").is_file()
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [r["action"] for r in manifest["runs"]] == ["done", "done"]
+
+
+def test_sweep_and_compare_cli(tmp_path: Path) -> None:
+    config = ROOT / "configs" / "simclr_fashion_mnist.yaml"
+    sweep_dir = tmp_path / "s"
+    code = main(
+        [
+            "sweep",
+            "-c",
+            str(config),
+            "--dir",
+            str(sweep_dir),
+            "--policies",
+            "full,emp",
+            "--rates",
+            "0.5",
+            "--seeds",
+            "0",
+            *TINY_OVERRIDES,
+            "data.subset=null",
+            "train.batch_size=8",
+            "eval.knn_k=5",
+        ]
+    )
+    assert code == 0
+    assert main(["compare", str(sweep_dir)]) == 0
+    assert (sweep_dir / "report.md").is_file() and (sweep_dir / "results.csv").is_file()
+    assert main(["sweep", "-c", str(config), "--dir", str(sweep_dir), "--rates", "x"]) == 2
