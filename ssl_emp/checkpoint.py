@@ -16,9 +16,12 @@ CHECKPOINT_FORMAT = 1
 KEEP_LAST = 2
 
 
-def checkpoint_path(directory: Path, epoch: int) -> Path:
-    """Path of the checkpoint written after ``epoch`` completed epochs."""
-    return directory / f"epoch_{epoch:04d}.pt"
+def checkpoint_path(directory: Path, epoch: int, step: int | None = None) -> Path:
+    """Path of the checkpoint after ``epoch`` completed epochs (and ``step`` optimizer steps
+    when written inside the next epoch). Names sort in training order."""
+    if step is None:
+        return directory / f"epoch_{epoch:04d}.pt"
+    return directory / f"epoch_{epoch:04d}_step_{step:08d}.pt"
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -26,9 +29,11 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(directory.glob("epoch_*.pt"))
 
 
-def save_checkpoint(directory: Path, epoch: int, payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` for ``epoch`` and delete all but the last two."""
-    path = checkpoint_path(directory, epoch)
+def save_checkpoint(
+    directory: Path, epoch: int, payload: dict[str, Any], step: int | None = None
+) -> Path:
+    """Atomically write ``payload`` (see :func:`checkpoint_path`) and keep only the last two."""
+    path = checkpoint_path(directory, epoch, step)
     atomic_write(path, lambda stream: torch.save({"format": CHECKPOINT_FORMAT, **payload}, stream))
     for old in list_checkpoints(directory)[:-KEEP_LAST]:
         old.unlink(missing_ok=True)
@@ -55,10 +60,11 @@ def load_latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | Non
     candidates = list_checkpoints(directory)
     for position in range(len(candidates) - 1, -1, -1):
         path = candidates[position]
+        previous = candidates[position - 1] if position > 0 else None
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, previous=previous)
         except UserInputError as error:
-            if position == 0:
+            if previous is None:
                 raise
-            print(f"warning: {error}; falling back to {candidates[position - 1]}")
+            print(f"warning: {error}; resuming from {previous}")
     return None

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssl_emp.config import describe_options, load_config
-from ssl_emp.errors import UserInputError
+from ssl_emp.errors import TrainingDivergedError, UserInputError
 
 CONFIG_HELP = (
     "overrides are dotted key=value pairs after the options, e.g. "
@@ -251,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         print(f"ssl-emp: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        print(f"ssl-emp: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ssl-emp: interrupted; resume with --resume", file=sys.stderr)
         return 130

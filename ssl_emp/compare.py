@@ -20,7 +20,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from matplotlib import colormaps
@@ -154,7 +154,9 @@ def _accuracy_keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(key, label) for key, label in keys if any(row[key] is not None for row in rows)]
 
 
-def plot_accuracy(summary: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> None:
+def plot_accuracy(
+    summary: list[dict[str, Any]], rows: list[dict[str, Any]], path: BinaryIO
+) -> None:
     """Accuracy vs effective pruning rate, one line per variant, error bars over seeds."""
     keys = _accuracy_keys(rows) or [("probe_top1", "linear probe")]
     figure = Figure(figsize=(6 * len(keys), 4.5))
@@ -181,10 +183,10 @@ def plot_accuracy(summary: list[dict[str, Any]], rows: list[dict[str, Any]], pat
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
 
 
-def plot_memory(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_memory(rows: list[dict[str, Any]], path: BinaryIO) -> None:
     """Memory-term median and 10-90 % band over epochs, a line per rate, a panel per variant."""
     variants = sorted({row["variant"] for row in rows})
     columns = min(3, len(variants))
@@ -220,10 +222,10 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> None:
     for axis in list(axes.flat)[len(variants) :]:
         axis.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
 
 
-def plot_train_counts(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_train_counts(rows: list[dict[str, Any]], path: BinaryIO) -> None:
     """Histograms of per-sample training counts (first seed) per variant and rate, with Gini."""
     variants = sorted({row["variant"] for row in rows})
     rates = sorted({row["rate"] for row in rows})
@@ -244,10 +246,10 @@ def plot_train_counts(rows: list[dict[str, Any]], path: Path) -> None:
             axis.set_xlabel("times trained")
             axis.set_ylabel("samples")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
 
 
-def plot_cost(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_cost(rows: list[dict[str, Any]], path: BinaryIO) -> None:
     """Wall time and sample-visits per run (bars)."""
     names = [row["run"] for row in rows]
     figure = Figure(figsize=(max(8, 0.45 * len(rows) * 2), 4.5))
@@ -263,7 +265,7 @@ def plot_cost(rows: list[dict[str, Any]], path: Path) -> None:
         axis.set_xticks(positions, names, rotation=75, fontsize=7)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, format="png")
 
 
 def _format(value: Any, spread: Any = None, percent: bool = False) -> str:
@@ -331,6 +333,8 @@ def compare(paths: Sequence[str], out: str) -> Path:
         "cost.png": lambda p: plot_cost(rows, p),
     }
     for name, draw in plots.items():
-        draw(out_dir / name)
+        buffer = io.BytesIO()
+        draw(buffer)
+        atomic_write(out_dir / name, lambda stream, image=buffer: stream.write(image.getvalue()))
     write_report(summary, rows, out_dir, list(plots))
     return out_dir

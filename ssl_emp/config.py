@@ -142,6 +142,16 @@ class TrainConfig:
     amp: bool = _option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
     threads: int | None = _option(None, "CPU threads for torch (default: torch's choice)", ge=1)
     progress: bool = _option(True, "show a tqdm progress bar")
+    checkpoint_every: int = _option(
+        0,
+        "also checkpoint every n optimizer steps inside an epoch (0 = at epoch ends only)",
+        ge=0,
+    )
+    on_nonfinite: str = _option(
+        "stop",
+        "a non-finite loss: stop the run (the last good checkpoint stays) or skip the step",
+        choices=("stop", "skip"),
+    )
 
 
 @dataclass

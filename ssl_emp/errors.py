@@ -7,3 +7,7 @@ check on user input raises this type with a message that names the problem and t
 
 class UserInputError(Exception):
     """Bad input from the user (config, data, run directory); reported without a traceback."""
+
+
+class TrainingDivergedError(Exception):
+    """The loss became non-finite; the run stopped and its last good checkpoint is intact."""

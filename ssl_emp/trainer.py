@@ -23,7 +23,7 @@ from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets, index_batches
 from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.device import resolve_device
-from ssl_emp.errors import UserInputError
+from ssl_emp.errors import TrainingDivergedError, UserInputError
 from ssl_emp.io import atomic_write, write_json
 from ssl_emp.knn import knn_accuracy
 from ssl_emp.methods import Method, MethodOutput, build_method
@@ -46,11 +46,32 @@ class TrainState:
         epoch: completed epochs.
         step: optimizer steps taken.
         visits: sample-visits trained so far (the budget spent).
+        skipped_steps: steps skipped for a non-finite loss (``train.on_nonfinite=skip``).
+        epoch_indices: the kept samples of the epoch in progress (None between epochs), so a
+            mid-epoch resume trains exactly the batches that were left.
+        epoch_batches_done: batches of the epoch in progress already trained.
+        epoch_seen: samples of the epoch in progress already trained.
+        epoch_loss_sum: sum of their per-sample losses.
+        epoch_seconds: training seconds spent on the epoch in progress before a resume.
     """
 
     epoch: int = 0
     step: int = 0
     visits: int = 0
+    skipped_steps: int = 0
+    epoch_indices: torch.Tensor | None = None
+    epoch_batches_done: int = 0
+    epoch_seen: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_seconds: float = 0.0
+
+    def finish_epoch(self) -> None:
+        """Close the epoch in progress."""
+        self.epoch += 1
+        self.visits += self.epoch_seen
+        self.epoch_indices = None
+        self.epoch_batches_done = self.epoch_seen = 0
+        self.epoch_loss_sum = self.epoch_seconds = 0.0
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -191,7 +212,7 @@ class Trainer:
         self.run.truncate_metrics(self.state.epoch)
         print(f"resumed from {path} (epoch {self.state.epoch})")
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, mid_epoch: bool = False) -> None:
         payload: dict[str, Any] = {
             "method": self.config.method.name,
             "config": self.config.to_dict(),
@@ -202,7 +223,8 @@ class Trainer:
             "bank": self.bank.state_dict() if self.bank is not None else None,
             "rng": capture_rng_state(),
         }
-        save_checkpoint(self.run.checkpoint_dir, self.state.epoch, payload)
+        step = self.state.step if mid_epoch else None
+        save_checkpoint(self.run.checkpoint_dir, self.state.epoch, payload, step=step)
 
     def epoch_indices(self, epoch: int) -> torch.Tensor:
         """Sample indices trained in ``epoch``, as chosen by the pruner."""
@@ -249,8 +271,9 @@ class Trainer:
         stats["bank_pass_s"] = time.perf_counter() - started
         return stats
 
-    def train_step(self, batch: torch.Tensor, progress: float) -> torch.Tensor:
-        """One optimizer step on the samples ``batch``; returns their (detached) losses.
+    def train_step(self, batch: torch.Tensor, progress: float) -> torch.Tensor | None:
+        """One optimizer step on the samples ``batch``; returns their (detached) losses, or
+        None when the step was skipped for a non-finite loss.
 
         Args:
             batch: sample indices.
@@ -262,18 +285,32 @@ class Trainer:
         with autocast_context(self.device, self.config.train.amp):
             output = self.model(self.data.images[batch], self.data.labels[batch])
         per_sample_loss = output.loss.float()
+        if not bool(torch.isfinite(per_sample_loss).all()):
+            return self._non_finite()
         memory = self.step_memory(batch, output)
         loss = self.pruner.update(batch, per_sample_loss, memory, epoch=self.state.epoch)
-        if not torch.isfinite(loss):
-            raise RuntimeError(
-                f"non-finite loss at epoch {self.state.epoch + 1}, step {self.state.step}; "
-                f"lower train.lr (now {self.config.train.lr}); the last good checkpoint is kept"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.state.step += 1
         return per_sample_loss.detach()
+
+    def _non_finite(self) -> None:
+        """Stop (default) or skip a step whose loss is not finite; nothing is recorded and
+        the skipped samples do not count as visits."""
+        where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
+        if self.config.train.on_nonfinite == "stop":
+            raise TrainingDivergedError(
+                f"non-finite loss at {where}; the last good checkpoint in "
+                f"{self.run.checkpoint_dir} is intact. Lower train.lr (now {self.config.train.lr})"
+                " and --resume, or set train.on_nonfinite=skip"
+            )
+        self.state.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        print(
+            f"warning: non-finite loss at {where}; step skipped ({self.state.skipped_steps} so far)"
+        )
+        return None
 
     @torch.no_grad()
     def test_accuracy(self) -> float:
@@ -299,40 +336,52 @@ class Trainer:
         }
 
     def train_epoch(self) -> dict[str, Any]:
-        """One epoch over the selected samples; returns its metrics record."""
-        config = self.config
-        epoch = self.state.epoch
-        indices = self.epoch_indices(epoch)
+        """One epoch over the selected samples (or the rest of an interrupted one)."""
+        config, state = self.config, self.state
+        epoch = state.epoch
+        if state.epoch_indices is None:
+            state.epoch_indices = self.epoch_indices(epoch).cpu()
+        indices = state.epoch_indices.to(self.device)
         batches = index_batches(
             indices, config.train.batch_size, generator=epoch_generator(config.seed, epoch)
         )
         self.model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        seen = 0
-        started = time.perf_counter()
+        loss_sum = torch.tensor(state.epoch_loss_sum, dtype=torch.float64, device=self.device)
+        started = time.perf_counter() - state.epoch_seconds
         progress_bar = tqdm(
-            batches,
+            batches[state.epoch_batches_done :],
             desc=f"epoch {epoch + 1}/{config.train.epochs}",
+            initial=state.epoch_batches_done,
+            total=len(batches),
             disable=not config.train.progress,
             leave=False,
             unit="batch",
         )
         for batch in progress_bar:
-            progress = epoch + seen / len(indices)
+            progress = epoch + state.epoch_seen / len(indices)
             per_sample_loss = self.train_step(batch, progress)
-            seen += len(batch)
+            state.epoch_batches_done += 1
+            if per_sample_loss is None:
+                continue
+            state.epoch_seen += len(batch)
             loss_sum += per_sample_loss.double().sum()
+            every = config.train.checkpoint_every
+            if every and state.step % every == 0 and state.epoch_batches_done < len(batches):
+                state.epoch_loss_sum = float(loss_sum)
+                state.epoch_seconds = time.perf_counter() - started
+                self._checkpoint(mid_epoch=True)
             if config.train.progress:
                 elapsed = time.perf_counter() - started
                 progress_bar.set_postfix(
-                    loss=f"{per_sample_loss.mean().item():.3f}", img_s=f"{seen / elapsed:.0f}"
+                    loss=f"{per_sample_loss.mean().item():.3f}",
+                    img_s=f"{state.epoch_seen / elapsed:.0f}",
                 )
+        seen = state.epoch_seen
         train_wall = time.perf_counter() - started
         selection = self.pruner.last_stats
         bank_stats = self.end_of_epoch_memory()
         wall = time.perf_counter() - started
-        self.state.epoch += 1
-        self.state.visits += seen
+        state.finish_epoch()
         record: dict[str, Any] = {
             "epoch": self.state.epoch,
             "loss": float(loss_sum) / max(seen, 1),
@@ -342,6 +391,7 @@ class Trainer:
             "effective_rate": effective_rate(self.state.visits, len(self.data), self.state.epoch),
             "wall_time_s": wall,
             "images_per_s": seen / train_wall if train_wall > 0 else math.inf,
+            "skipped_steps": self.state.skipped_steps,
         }
         record.update({k: v for k, v in selection.items() if k not in ("epoch", "selected")})
         record.update(self.pruner.epoch_diagnostics(epoch, kept=indices))

@@ -224,10 +224,16 @@ class Pruner:
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        """Score table and weights for a checkpoint (the RNG is derived from seed and epoch)."""
-        return {"table": self.table.state_dict(), "weights": self.weights}
+        """Score table, weights and the last selection's statistics, for a checkpoint (the RNG
+        is derived from seed and epoch, so it needs no state)."""
+        return {
+            "table": self.table.state_dict(),
+            "weights": self.weights,
+            "last_stats": dict(self.last_stats),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.table.load_state_dict(state["table"])
         self.weights.copy_(state["weights"])
+        self.last_stats = dict(state.get("last_stats", {}))

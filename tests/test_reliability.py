@@ -1,0 +1,182 @@
+"""Exact resume after SIGKILL, mid-epoch checkpoints, and the divergence guard."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_emp.checkpoint import list_checkpoints
+from ssl_emp.cli import main
+from ssl_emp.errors import TrainingDivergedError
+from ssl_emp.methods import MethodOutput
+from ssl_emp.trainer import Trainer
+from tests.conftest import TINY_OVERRIDES, tiny_config_with
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMING_KEYS = {"wall_time_s", "images_per_s", "bank_pass_s"}
+PRUNED = [
+    "pruning.policy=emp",
+    "pruning.rate=0.5",
+    "memory.estimator=bank",
+    "memory.k=4",
+    "memory.refresh_every=2",
+    "train.batch_size=8",
+]
+
+
+def _records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def _assert_same_results(a: Path, b: Path) -> None:
+    assert _records(a) == _records(b)
+    first, second = np.load(a / "scores.npz"), np.load(b / "scores.npz")
+    for key in first.files:
+        assert np.array_equal(first[key], second[key], equal_nan=True), key
+
+
+def _command(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ssl_emp",
+        "pretrain",
+        "-c",
+        str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+        *TINY_OVERRIDES,
+        "data.subset=null",
+        "data.synthetic_size=96",
+        "train.threads=1",
+        "train.epochs=10",
+        "train.checkpoint_every=1",
+        *PRUNED,
+        f"run.dir={run_dir}",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    subprocess.run(_command(reference), check=True, capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        _command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            names = [p.name for p in list_checkpoints(killed / "checkpoints")]
+            if names and names[-1].startswith("epoch_0004_step_"):  # inside the 5th epoch
+                os.kill(process.pid, signal.SIGKILL)
+                break
+            if process.poll() is not None:
+                pytest.fail("the run finished before it could be killed")
+            time.sleep(0.005)
+        else:
+            pytest.fail("no mid-epoch checkpoint appeared in time")
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (killed / "scores.npz").exists()
+
+    resumed = subprocess.run(
+        _command(killed, "--resume"), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "_step_" in resumed.stdout
+    _assert_same_results(reference, killed)
+
+
+class _SimulatedCrashError(Exception):
+    pass
+
+
+def test_in_process_crash_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    overrides = [*PRUNED, "train.epochs=4", "train.checkpoint_every=2"]
+    straight = Trainer(tiny_config_with(tmp_path / "a", *overrides))
+    straight.fit()
+    crashing = Trainer(tiny_config_with(tmp_path / "b", *overrides))
+    original_step = crashing.train_step
+
+    def step_then_crash(batch: torch.Tensor, progress: float):
+        result = original_step(batch, progress)
+        if crashing.state.step == 9:  # inside the third epoch, after a mid-epoch checkpoint
+            raise _SimulatedCrashError
+        return result
+
+    crashing.train_step = step_then_crash
+    with pytest.raises(_SimulatedCrashError):
+        crashing.fit()
+    resumed = Trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    assert resumed.state.epoch_indices is not None and resumed.state.epoch_batches_done > 0
+    resumed.fit()
+    _assert_same_results(straight.run.path, resumed.run.path)
+
+
+def _nan_after(trainer: Trainer, good_steps: int) -> None:
+    forward = trainer.model.forward
+
+    def poisoned(images: torch.Tensor, labels: torch.Tensor) -> MethodOutput:
+        output = forward(images, labels)
+        if trainer.state.step + trainer.state.skipped_steps >= good_steps:
+            output.loss = output.loss * float("nan")
+        return output
+
+    trainer.model.forward = poisoned
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config_with(tmp_path, "train.epochs=3", "train.batch_size=8"))
+    _nan_after(trainer, good_steps=8)  # 6 steps per epoch: dies in the second epoch
+    with pytest.raises(TrainingDivergedError, match="non-finite loss at epoch 2.*intact"):
+        trainer.fit()
+    names = [p.name for p in list_checkpoints(trainer.run.checkpoint_dir)]
+    assert names == ["epoch_0001.pt"]
+    resumed = Trainer(
+        tiny_config_with(tmp_path, "train.epochs=3", "train.batch_size=8", "run.resume=true")
+    )
+    assert resumed.state.epoch == 1
+
+
+def test_divergence_can_skip_steps(tmp_path: Path) -> None:
+    trainer = Trainer(
+        tiny_config_with(
+            tmp_path, "train.epochs=2", "train.batch_size=8", "train.on_nonfinite=skip"
+        )
+    )
+    _nan_after(trainer, good_steps=9)
+    trainer.fit()
+    last = _records(trainer.run.path)[-1]
+    assert last["skipped_steps"] == 3
+    counts = np.load(trainer.run.path / "scores.npz")["train_count"]
+    assert counts.sum() == last["visits"] == 48 + 48 - 3 * 8
+
+
+def test_divergence_exit_code_is_1_with_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    def diverge(self) -> None:
+        raise TrainingDivergedError("non-finite loss at epoch 1, step 0; ...")
+
+    monkeypatch.setattr(Trainer, "fit", diverge)
+    code = main(
+        [
+            "pretrain",
+            "-c",
+            str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+            *TINY_OVERRIDES,
+            "data.subset=null",
+            f"run.dir={tmp_path / 'r'}",
+        ]
+    )
+    assert code == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0
