@@ -30,6 +30,7 @@ from ssl_emp.config import config_from_dict, read_yaml
 from ssl_emp.io import atomic_write, read_jsonl
 from ssl_emp.sweep import find_run_dirs
 
+POLICY_ORDER = ("full", "random", "topk", "infobatch", "ucb", "eps_greedy", "emp")
 COLUMNS = [
     "run",
     "method",
@@ -107,7 +108,17 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "metrics": metrics,
             }
         )
-    return sorted(rows, key=lambda row: (row["variant"], row["rate"], row["seed"]))
+    order = {policy: index for index, policy in enumerate(POLICY_ORDER)}
+    return sorted(
+        rows,
+        key=lambda row: (
+            order.get(row["policy"], len(order)),
+            row["estimator"] or "",
+            row["beta"] or 0.0,
+            row["rate"],
+            row["seed"],
+        ),
+    )
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -133,7 +144,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups[(row["variant"], row["rate"])].append(row)
     summary = []
-    for (variant, rate), members in sorted(groups.items()):
+    for (variant, rate), members in groups.items():  # rows arrive in report order
         entry: dict[str, Any] = {"variant": variant, "rate": rate, "seeds": len(members)}
         for key in (
             "effective_rate",
@@ -161,7 +172,7 @@ def plot_accuracy(
     keys = _accuracy_keys(rows) or [("probe_top1", "linear probe")]
     figure = Figure(figsize=(6 * len(keys), 4.5))
     axes = figure.subplots(1, len(keys), squeeze=False)
-    variants = sorted({entry["variant"] for entry in summary})
+    variants = list(dict.fromkeys(entry["variant"] for entry in summary))
     for axis, (key, label) in zip(axes[0], keys, strict=True):
         for variant in variants:
             points = sorted(
@@ -188,7 +199,7 @@ def plot_accuracy(
 
 def plot_memory(rows: list[dict[str, Any]], path: BinaryIO) -> None:
     """Memory-term median and 10-90 % band over epochs, a line per rate, a panel per variant."""
-    variants = sorted({row["variant"] for row in rows})
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
     columns = min(3, len(variants))
     lines = math.ceil(len(variants) / columns)
     figure = Figure(figsize=(5.5 * columns, 4 * lines))
@@ -227,7 +238,7 @@ def plot_memory(rows: list[dict[str, Any]], path: BinaryIO) -> None:
 
 def plot_train_counts(rows: list[dict[str, Any]], path: BinaryIO) -> None:
     """Histograms of per-sample training counts (first seed) per variant and rate, with Gini."""
-    variants = sorted({row["variant"] for row in rows})
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
     rates = sorted({row["rate"] for row in rows})
     figure = Figure(figsize=(3.6 * len(rates), 2.8 * len(variants)))
     axes = figure.subplots(len(variants), len(rates), squeeze=False)
