@@ -14,15 +14,19 @@ from typing import IO, Any
 
 import yaml
 
+DEFAULT_FILE_MODE = 0o644
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(handle)`` on a temporary file next to ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else DEFAULT_FILE_MODE
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
+            os.fchmod(stream.fileno(), mode)  # mkstemp creates 0600; results are for sharing
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:

@@ -26,3 +26,12 @@ def test_torn_last_jsonl_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
     assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
+
+
+def test_written_files_are_readable_by_others_and_keep_their_mode(tmp_path: Path) -> None:
+    path = tmp_path / "probe.json"
+    write_json(path, {"top1": 0.5})
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o600)
+    write_json(path, {"top1": 0.6})
+    assert path.stat().st_mode & 0o777 == 0o600
