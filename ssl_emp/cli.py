@@ -6,11 +6,13 @@ Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 anythin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ssl_emp.config import describe_options, load_config
+from ssl_emp.distributed import cleanup
 from ssl_emp.errors import TrainingDivergedError, UserInputError
 
 CONFIG_HELP = (
@@ -246,17 +248,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         args.overrides = [*args.overrides, *extras]
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports
     try:
         return dispatch(args)
     except UserInputError as error:
-        print(f"ssl-emp: error: {error}", file=sys.stderr)
+        if main_rank:
+            print(f"ssl-emp: error: {error}", file=sys.stderr)
         return 2
     except TrainingDivergedError as error:
-        print(f"ssl-emp: error: {error}", file=sys.stderr)
+        if main_rank:
+            print(f"ssl-emp: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ssl-emp: interrupted; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

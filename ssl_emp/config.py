@@ -96,6 +96,9 @@ class MethodConfig:
         le=1.0,
     )
     symmetric: bool = _option(False, "moco: average the loss over both view orders")
+    gather_negatives: bool = _option(
+        True, "simclr under torchrun: use every rank's views as negatives (global batch)"
+    )
     bn_splits: int = _option(
         4,
         "moco: batch-norm groups; queries and shuffled keys are encoded in this many chunks "
@@ -146,6 +149,12 @@ class TrainConfig:
         0,
         "also checkpoint every n optimizer steps inside an epoch (0 = at epoch ends only)",
         ge=0,
+    )
+    sync_bn: bool = _option(
+        False, "multi-GPU (torchrun): convert batch norms to SyncBatchNorm (CUDA only)"
+    )
+    dist_timeout_s: float = _option(
+        300.0, "multi-process: seconds a collective may wait for a peer before failing", gt=0.0
     )
     on_nonfinite: str = _option(
         "stop",

@@ -10,10 +10,17 @@ import torch
 import torch.nn.functional as F
 
 
-def nt_xent_per_sample(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent_per_sample(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    temperature: float,
+    all_a: torch.Tensor | None = None,
+    all_b: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
     """SimCLR's NT-Xent loss, one value per sample.
 
-    Anchor ``a_i`` is classified against the other 2B-1 views with ``b_i`` as the positive,
+    Anchor ``a_i`` is classified against the other 2N-1 views with ``b_i`` as the positive,
     and symmetrically for ``b_i``; the sample's loss is the mean of the two cross-entropies.
     The batch mean equals ``lightly.loss.NTXentLoss(temperature)(z_a, z_b)``.
 
@@ -21,17 +28,28 @@ def nt_xent_per_sample(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float)
         z_a: projections of the first views, shape (B, D); normalised here.
         z_b: projections of the second views, shape (B, D).
         temperature: softmax temperature tau.
+        all_a: under DDP, the first views of the global batch (N, D), this rank's rows at
+            ``offset``; None means the batch is all there is (N = B).
+        all_b: the second views of the global batch, like ``all_a``.
+        offset: index of this rank's first sample in ``all_a`` / ``all_b``.
 
     Returns:
         Tensor of shape (B,): ``(CE(a_i) + CE(b_i)) / 2``.
     """
     batch = z_a.shape[0]
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))
-    index = torch.arange(batch, device=z.device)
-    targets = torch.cat([index + batch, index])
-    per_view = F.cross_entropy(logits, targets, reduction="none")
+    anchors = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    if all_a is None or all_b is None:
+        candidates, total = anchors, batch
+    else:
+        candidates = F.normalize(torch.cat([all_a, all_b]).float(), dim=1)
+        total = all_a.shape[0]
+    logits = anchors @ candidates.T / temperature
+    index = torch.arange(batch, device=anchors.device) + offset
+    own = torch.cat([index, index + total])  # each anchor's own column
+    positive = torch.cat([index + total, index])
+    rows = torch.arange(2 * batch, device=anchors.device)
+    logits[rows, own] = float("-inf")
+    per_view = F.cross_entropy(logits, positive, reduction="none")
     return (per_view[:batch] + per_view[batch:]) / 2
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ssl_emp.accounting import effective_rate
@@ -23,6 +25,16 @@ from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets, index_batches
 from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.device import resolve_device
+from ssl_emp.distributed import (
+    all_gather_objects,
+    all_gather_rows,
+    barrier,
+    broadcast_error,
+    init_distributed,
+    shard,
+    shard_order,
+    shard_sizes,
+)
 from ssl_emp.errors import TrainingDivergedError, UserInputError
 from ssl_emp.io import atomic_write, write_json
 from ssl_emp.knn import knn_accuracy
@@ -99,7 +111,9 @@ class Trainer:
         self.config = config
         self.supervised = config.method.name == "supervised"
         self._check_method_options()
-        self.device = resolve_device(config.train.device)
+        device_type = resolve_device(config.train.device).type
+        self.dist = init_distributed(device_type, timeout_s=config.train.dist_timeout_s)
+        self.device = resolve_device(config.train.device, local_rank=self.dist.local_rank)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         needs_test = self.supervised or config.eval.knn_every > 0
@@ -126,21 +140,54 @@ class Trainer:
                 f"samples kept per epoch at pruning.rate={config.pruning.rate}; use "
                 f"train.batch_size<={self.pruner.keep} or a lower rate"
             )
-        self.run = RunDirectory.prepare(config)
+        if config.train.batch_size < self.dist.world_size:
+            raise UserInputError(
+                f"train.batch_size={config.train.batch_size} is smaller than the "
+                f"{self.dist.world_size} processes; use at least one sample per process"
+            )
+        self.run = self._prepare_run_directory()
         self.noisy = torch.zeros(len(train_data), dtype=torch.bool)
         if config.data.label_noise > 0:
             train_data = self._add_label_noise(train_data)
-        seed_everything(config.seed)
+        seed_everything(config.seed + self.dist.rank)  # distinct views per rank
         self.data = train_data.to(self.device)
         self.noisy = self.noisy.to(self.device)
         self.test_data = test_data
         self.model: Method = build_method(config, train_data).to(self.device)
+        self.forward_model: nn.Module = self._wrap_for_ddp(self.model)
         self.optimizer = build_optimizer(self.model, config.train)
         self.bank = self._build_bank() if config.memory.estimator == "bank" else None
         self.state = TrainState()
+        # samples this process trained (its shards); the pruner's counts are global
+        self.local_train_count = torch.zeros(len(train_data), dtype=torch.long, device=self.device)
         self._warned_flat_memory = False
         if config.run.resume:
             self._resume()
+
+    def _prepare_run_directory(self) -> RunDirectory:
+        """Rank 0 creates (or checks) the run directory; every rank fails alike if it cannot."""
+        error = None
+        if self.dist.is_main:
+            try:
+                run = RunDirectory.prepare(self.config)
+            except UserInputError as problem:
+                error = str(problem)
+        error = broadcast_error(error)
+        if error is not None:
+            raise UserInputError(error)
+        return run if self.dist.is_main else RunDirectory(self.config.run.dir)
+
+    def _wrap_for_ddp(self, model: Method) -> nn.Module:
+        """DistributedDataParallel around the method when several processes train."""
+        if not self.dist.enabled:
+            return model
+        if self.config.train.sync_bn:
+            if self.device.type != "cuda":
+                raise UserInputError("train.sync_bn=true needs CUDA; drop it for CPU runs")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     def _check_method_options(self) -> None:
         config = self.config
@@ -165,7 +212,8 @@ class Trainer:
             "clean_labels": data.labels.numpy(),
             "noisy_labels": noisy_labels.numpy(),
         }
-        atomic_write(self.run.path / NOISE_FILE, lambda stream: np.savez(stream, **arrays))
+        if self.dist.is_main:
+            atomic_write(self.run.path / NOISE_FILE, lambda stream: np.savez(stream, **arrays))
         self.noisy[torch.from_numpy(flipped)] = True
         return replace(data, labels=noisy_labels)
 
@@ -194,7 +242,7 @@ class Trainer:
     def _resume(self) -> None:
         found = load_latest_checkpoint(self.run.checkpoint_dir)
         if found is None:
-            print(f"no checkpoint in {self.run.checkpoint_dir} yet; starting from epoch 0")
+            self.log(f"no checkpoint in {self.run.checkpoint_dir} yet; starting from epoch 0")
             return
         path, payload = found
         if payload.get("method") != self.config.method.name:
@@ -202,15 +250,28 @@ class Trainer:
                 f"checkpoint {path} is from method '{payload.get('method')}', not "
                 f"'{self.config.method.name}'; use a run.dir of the same method"
             )
+        saved_world = payload.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise UserInputError(
+                f"checkpoint {path} was written by {saved_world} process(es) but this run has "
+                f"{self.dist.world_size}; resume with the same number (torchrun "
+                f"--nproc_per_node={saved_world}), since batch shards and RNG streams depend on it"
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.pruner.load_state_dict(payload["pruner"])
         if self.bank is not None:
             self.bank.load_state_dict(payload["bank"])
         self.state = TrainState(**payload["state"])
-        restore_rng_state(payload["rng"])
-        self.run.truncate_metrics(self.state.epoch)
-        print(f"resumed from {path} (epoch {self.state.epoch})")
+        restore_rng_state(payload["rng"][self.dist.rank])
+        if self.dist.is_main:
+            self.run.truncate_metrics(self.state.epoch)
+        self.log(f"resumed from {path} (epoch {self.state.epoch})")
+
+    def log(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.dist.is_main:
+            print(message, flush=True)
 
     def _checkpoint(self, mid_epoch: bool = False) -> None:
         payload: dict[str, Any] = {
@@ -221,25 +282,36 @@ class Trainer:
             "state": asdict(self.state),
             "pruner": self.pruner.state_dict(),
             "bank": self.bank.state_dict() if self.bank is not None else None,
-            "rng": capture_rng_state(),
+            "rng": all_gather_objects(capture_rng_state()),  # one state per rank
+            "world_size": self.dist.world_size,
         }
-        step = self.state.step if mid_epoch else None
-        save_checkpoint(self.run.checkpoint_dir, self.state.epoch, payload, step=step)
+        if self.dist.is_main:
+            step = self.state.step if mid_epoch else None
+            save_checkpoint(self.run.checkpoint_dir, self.state.epoch, payload, step=step)
 
     def epoch_indices(self, epoch: int) -> torch.Tensor:
         """Sample indices trained in ``epoch``, as chosen by the pruner."""
         return self.pruner.select(epoch)
 
-    def step_memory(self, batch: torch.Tensor, output: MethodOutput) -> torch.Tensor | None:
-        """The batch's memory terms (prediction entropy for supervised, batch estimator for
-        SSL), or a bank write (bank estimator)."""
+    def step_memory(
+        self, ordered: torch.Tensor, output: MethodOutput, sizes: list[int]
+    ) -> torch.Tensor | None:
+        """Memory terms of the whole (global) batch, in the order of ``ordered``; a bank write
+        for the bank estimator.
+
+        Supervised: the prediction entropy of each rank's samples, gathered. SSL batch
+        estimator: computed on every rank from the gathered features of all shards, so the
+        candidates are the global batch's views, exactly as in a single process.
+        """
         if output.logits is not None:
-            return supervised_memory(output.logits, normalize=self.config.memory.normalize)
+            memory = supervised_memory(output.logits, normalize=self.config.memory.normalize)
+            return all_gather_rows(memory, sizes)
         features = self._memory_features(output)
         if features is None:
             return None
+        features = all_gather_rows(features.transpose(0, 1), sizes).transpose(0, 1)
         if self.bank is not None:
-            self.bank.write(batch, features)
+            self.bank.write(ordered, features)
             return None
         memory = self.config.memory
         return batch_memory(
@@ -248,14 +320,19 @@ class Trainer:
 
     @torch.no_grad()
     def refresh_bank(self) -> None:
-        """Re-embed every sample (eval mode, fresh views) into the bank."""
+        """Re-embed every sample (eval mode, fresh views) into the bank; ranks share the work."""
         self.model.eval()
+        world = self.dist.world_size
         for batch in index_batches(
             torch.arange(len(self.data), device=self.device), self.config.train.batch_size
         ):
+            local = shard(batch, self.dist)
             with autocast_context(self.device, self.config.train.amp):
-                output = self.model(self.data.images[batch], self.data.labels[batch])
-            self.bank.write(batch, self._memory_features(output))
+                output = self.model(self.data.images[local], self.data.labels[local])
+            features = self._memory_features(output).transpose(0, 1)
+            sizes = shard_sizes(len(batch), world)
+            gathered = all_gather_rows(features, sizes).transpose(0, 1)
+            self.bank.write(shard_order(batch, world), gathered)
         self.model.train()
 
     def end_of_epoch_memory(self) -> dict[str, Any]:
@@ -275,6 +352,10 @@ class Trainer:
         """One optimizer step on the samples ``batch``; returns their (detached) losses, or
         None when the step was skipped for a non-finite loss.
 
+        Under torchrun ``batch`` is the global batch: this rank trains its strided shard and
+        the losses (and memory terms) of all shards are gathered, so every rank records the
+        same values in its score table. The returned losses follow :func:`shard_order`.
+
         Args:
             batch: sample indices.
             progress: training progress in epochs (sets the learning rate and, for MoCo, the
@@ -282,18 +363,24 @@ class Trainer:
         """
         set_learning_rate(self.optimizer, learning_rate_at(progress, self.config.train))
         self.model.before_step(progress, self.config.train.epochs)
+        local = shard(batch, self.dist)
+        sizes = shard_sizes(len(batch), self.dist.world_size)
+        ordered = shard_order(batch, self.dist.world_size)
         with autocast_context(self.device, self.config.train.amp):
-            output = self.model(self.data.images[batch], self.data.labels[batch])
-        per_sample_loss = output.loss.float()
-        if not bool(torch.isfinite(per_sample_loss).all()):
+            output = self.forward_model(self.data.images[local], self.data.labels[local])
+        local_loss = output.loss.float()
+        losses = all_gather_rows(local_loss.detach(), sizes)
+        if not bool(torch.isfinite(losses).all()):
             return self._non_finite()
-        memory = self.step_memory(batch, output)
-        loss = self.pruner.update(batch, per_sample_loss, memory, epoch=self.state.epoch)
+        memory = self.step_memory(ordered, output, sizes)
+        self.pruner.record(ordered, losses, memory, epoch=self.state.epoch)
+        self.local_train_count[local] += 1
+        loss = self.pruner.weighted_loss(local, local_loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.state.step += 1
-        return per_sample_loss.detach()
+        return losses
 
     def _non_finite(self) -> None:
         """Stop (default) or skip a step whose loss is not finite; nothing is recorded and
@@ -307,7 +394,7 @@ class Trainer:
             )
         self.state.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
-        print(
+        self.log(
             f"warning: non-finite loss at {where}; step skipped ({self.state.skipped_steps} so far)"
         )
         return None
@@ -353,7 +440,7 @@ class Trainer:
             desc=f"epoch {epoch + 1}/{config.train.epochs}",
             initial=state.epoch_batches_done,
             total=len(batches),
-            disable=not config.train.progress,
+            disable=not (config.train.progress and self.dist.is_main),
             leave=False,
             unit="batch",
         )
@@ -427,7 +514,8 @@ class Trainer:
             "last_seen": table.last_seen.cpu().numpy(),
             "labels": self.data.labels.cpu().numpy(),
         }
-        atomic_write(self.run.path / SCORES_FILE, lambda stream: np.savez(stream, **arrays))
+        if self.dist.is_main:
+            atomic_write(self.run.path / SCORES_FILE, lambda stream: np.savez(stream, **arrays))
 
     def _warn_if_memory_is_flat(self, record: dict[str, Any]) -> None:
         """Say so when the memory term has (almost) no spread: it then changes no ranking."""
@@ -436,7 +524,7 @@ class Trainer:
             return
         if not self._warned_flat_memory:
             self._warned_flat_memory = True
-            print(
+            self.log(
                 f"warning: the memory term spreads only {spread:.4f} (mean "
                 f"{record['memory_mean']:.4f}); it carries little ranking signal. Check "
                 "memory.center=true, or lower memory.tau"
@@ -453,14 +541,17 @@ class Trainer:
             else f"pruning {pruning.policy} rate {pruning.rate} score {self.pruner.score_kind}"
         )
         verb = "training" if self.supervised else "pretraining"
-        print(
+        processes = f" x {self.dist.world_size} processes" if self.dist.enabled else ""
+        self.log(
             f"{verb} {config.method.name} / {config.model.backbone} on {self.data.name} "
-            f"({len(self.data)} samples, {self.data.image_size}px) on {self.device} for "
-            f"{config.train.epochs} epochs, {pruning_text} -> {self.run.path}"
+            f"({len(self.data)} samples, {self.data.image_size}px) on {self.device}{processes} "
+            f"for {config.train.epochs} epochs, {pruning_text} -> {self.run.path}"
         )
+        record: dict[str, Any] = {}
         while self.state.epoch < last_epoch:
             record = self.train_epoch()
-            self.run.append_metrics(record)
+            if self.dist.is_main:
+                self.run.append_metrics(record)
             self._checkpoint()
             memory = record.get("memory_mean")
             memory_text = f"  memory {memory:.3f}±{record['memory_std']:.3f}" if memory else ""
@@ -468,20 +559,20 @@ class Trainer:
                 memory_text += f"  test {100 * record['test_top1']:.2f}%"
             if "knn_top1" in record:
                 memory_text += f"  kNN {100 * record['knn_top1']:.2f}%"
-            print(
+            self.log(
                 f"epoch {record['epoch']:3d}/{config.train.epochs}  loss {record['loss']:.4f}  "
                 f"kept {record['kept']}  eff.rate {record['effective_rate']:.3f}  "
                 f"gini {record['train_count_gini']:.3f}{memory_text}  "
-                f"{record['images_per_s']:.0f} img/s  {record['wall_time_s']:.1f}s",
-                flush=True,
+                f"{record['images_per_s']:.0f} img/s  {record['wall_time_s']:.1f}s"
             )
             self._warn_if_memory_is_flat(record)
         if self.state.epoch >= config.train.epochs:
             self.write_scores()
-            if self.supervised:
-                top1 = self.run.metrics()[-1]["test_top1"]
+            if self.supervised and self.dist.is_main:
+                top1 = record.get("test_top1", self.run.metrics()[-1]["test_top1"])
                 write_json(self.run.path / EVAL_FILE, {"top1": top1, "epochs": self.state.epoch})
-                print(f"test top1 {100 * top1:.2f} % -> {self.run.path / EVAL_FILE}")
+                self.log(f"test top1 {100 * top1:.2f} % -> {self.run.path / EVAL_FILE}")
+        barrier()
         return self.run.metrics()
 
 

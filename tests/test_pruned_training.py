@@ -138,7 +138,7 @@ def test_projection_layer_memory(tmp_path: Path) -> None:
     trainer = Trainer(tiny_config_with(tmp_path, "memory.layer=projection"))
     images = trainer.data.images[:8]
     output = trainer.model(images)
-    memory = trainer.step_memory(torch.arange(8), output)
+    memory = trainer.step_memory(torch.arange(8), output, sizes=[8])
     assert memory.shape == (8,)
     assert output.projections.shape[-1] == 16
 

@@ -7,8 +7,8 @@ sweep for EMP at 70 %. Runs on CPU, in the background, restartable (finished run
     .venv/bin/python tools/study.py --subset 2000 --epochs 2 --seeds 0 --dir /tmp/s   # smoke
 
 Each part is an ``ssl-emp sweep`` into ``DIR/PART`` followed by ``ssl-emp compare`` (report.md,
-results.csv, plots in the same folder). Sizing (defaults): a class-balanced 8,000-image subset of
-Fashion-MNIST, ``resnet_small`` width 16, 10 epochs, 2 seeds — about 70 minutes on 2 CPU cores.
+results.csv, plots in the same folder). Sizing (defaults): a class-balanced 5,000-image subset of
+Fashion-MNIST, ``resnet_small`` width 16, 10 epochs, 2 seeds — about an hour on 2 otherwise idle CPU cores.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def parts(seeds: list[int]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="runs/study")
-    parser.add_argument("--subset", type=int, default=8000)
+    parser.add_argument("--subset", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--only", default="", help="comma-separated parts to run")

@@ -52,4 +52,5 @@ def build_method(config: Config, data: ImageData) -> Method:
         proj_hidden_dim=hidden_dim,
         proj_dim=config.model.proj_dim,
         temperature=method.temperature,
+        gather_negatives=method.gather_negatives,
     )

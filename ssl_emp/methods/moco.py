@@ -11,6 +11,7 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from ssl_emp.augment import ViewAugmentation
+from ssl_emp.distributed import all_gather_rows
 from ssl_emp.losses import info_nce_per_sample
 from ssl_emp.methods.base import Method, MethodOutput
 from ssl_emp.methods.queue import KeyQueue
@@ -107,7 +108,7 @@ class MoCo(Method):
             queries_b = self.projection_head(features_b)
             _, keys_a = self.encode_keys(view_a)
             loss = (loss + info_nce_per_sample(queries_b, keys_a, negatives, self.temperature)) / 2
-        self.queue.enqueue(keys_b)
+        self.queue.enqueue(all_gather_rows(keys_b))  # every rank queues the global batch
         projections_b = queries_b if queries_b is not None else keys_b
         return MethodOutput(
             loss=loss,

@@ -6,6 +6,7 @@ import torch
 from lightly.models.modules import SimCLRProjectionHead
 
 from ssl_emp.augment import ViewAugmentation
+from ssl_emp.distributed import gather_rows_with_grad, gathered_sizes, is_distributed
 from ssl_emp.losses import nt_xent_per_sample
 from ssl_emp.methods.base import Method, MethodOutput
 from ssl_emp.models.backbones import Backbone
@@ -20,6 +21,7 @@ class SimCLR(Method):
         proj_hidden_dim: hidden width of lightly's projection head.
         proj_dim: output size of the projection head.
         temperature: NT-Xent temperature.
+        gather_negatives: under torchrun, contrast against every rank's views.
     """
 
     def __init__(
@@ -29,6 +31,7 @@ class SimCLR(Method):
         proj_hidden_dim: int,
         proj_dim: int,
         temperature: float,
+        gather_negatives: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -37,6 +40,7 @@ class SimCLR(Method):
             input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
         )
         self.temperature = temperature
+        self.gather_negatives = gather_negatives
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MethodOutput:
         """Per-sample NT-Xent of a uint8 batch (B, C, H, W), with both views' features.
@@ -47,7 +51,13 @@ class SimCLR(Method):
         features = self.backbone(torch.cat([view_a, view_b]))
         projections = self.projection_head(features)
         z_a, z_b = projections.chunk(2)
-        loss = nt_xent_per_sample(z_a, z_b, temperature=self.temperature)
+        if self.gather_negatives and is_distributed():
+            sizes = gathered_sizes(len(z_a), device=z_a.device)
+            all_a, offset = gather_rows_with_grad(z_a, sizes)
+            all_b, _ = gather_rows_with_grad(z_b, sizes)
+            loss = nt_xent_per_sample(z_a, z_b, self.temperature, all_a, all_b, offset)
+        else:
+            loss = nt_xent_per_sample(z_a, z_b, temperature=self.temperature)
         batch = images.shape[0]
         return MethodOutput(
             loss=loss,

@@ -178,11 +178,24 @@ class Pruner:
         Returns:
             ``mean(weight_i * loss_i)``: the plain mean unless InfoBatch reweights.
         """
-        indices = indices.to(self.device)
+        self.record(indices, per_sample_loss, memory, epoch)
+        return self.weighted_loss(indices, per_sample_loss)
+
+    def record(
+        self,
+        indices: torch.Tensor,
+        per_sample_loss: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Record losses (and memory terms) of trained samples in the score table."""
         seen_epoch = self.last_stats.get("epoch", 0) if epoch is None else epoch
-        self.table.record(indices, per_sample_loss.detach(), memory, epoch=seen_epoch)
-        weights = self.weights[indices].to(per_sample_loss.device, per_sample_loss.dtype)
-        return (weights * per_sample_loss).mean()
+        self.table.record(indices.to(self.device), per_sample_loss.detach(), memory, seen_epoch)
+
+    def weighted_loss(self, indices: torch.Tensor, per_sample_loss: torch.Tensor) -> torch.Tensor:
+        """``mean(weight_i * loss_i)`` with the policy's per-sample weights (1 unless InfoBatch)."""
+        weights = self.weights[indices.to(self.device)]
+        return (weights.to(per_sample_loss.device, per_sample_loss.dtype) * per_sample_loss).mean()
 
     def _selection_stats(
         self, epoch: int, kept: np.ndarray, scores: np.ndarray | None

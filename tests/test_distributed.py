@@ -1,0 +1,172 @@
+"""Two CPU processes (gloo) started by the tests: identical score tables, disjoint shards,
+global budget accounting, and a failing rank that ends the job instead of hanging."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from ssl_emp.checkpoint import list_checkpoints
+from ssl_emp.config import load_config
+from ssl_emp.distributed import cleanup, shard, shard_order, shard_sizes
+from ssl_emp.trainer import Trainer
+from tests.conftest import TINY_OVERRIDES
+
+ROOT = Path(__file__).resolve().parent.parent
+DDP_OVERRIDES = [
+    "pruning.policy=emp",
+    "pruning.rate=0.5",
+    "train.batch_size=8",
+    "train.dist_timeout_s=20",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker(
+    rank: int, world: int, port: int, run_dir: str, overrides: list[str], out: str, fail_rank: int
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    config = load_config(None, [*TINY_OVERRIDES, *overrides, f"run.dir={run_dir}"])
+    trainer = Trainer(config)
+    if rank == fail_rank:
+        raise RuntimeError(f"simulated failure on rank {rank}")
+    trainer.fit()
+    torch.save(
+        {"table": trainer.pruner.table.state_dict(), "local": trainer.local_train_count.cpu()},
+        Path(out) / f"rank{rank}.pt",
+    )
+    cleanup()
+
+
+def _spawn(tmp_path: Path, overrides: list[str], fail_rank: int = -1) -> list[dict]:
+    run_dir = tmp_path / "ddp"
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), str(run_dir), overrides, str(tmp_path), fail_rank),
+        nprocs=2,
+        join=True,
+    )
+    return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+
+
+def test_shards_are_disjoint_and_cover_the_batch() -> None:
+    batch = torch.randperm(23)
+    contexts = [type("C", (), {"rank": r, "world_size": 3})() for r in range(3)]
+    shards = [shard(batch, context) for context in contexts]
+    assert sorted(torch.cat(shards).tolist()) == sorted(batch.tolist())
+    assert [len(s) for s in shards] == shard_sizes(23, 3) == [8, 8, 7]
+    assert torch.equal(shard_order(batch, 3), torch.cat(shards))
+
+
+def test_two_ranks_hold_identical_tables_and_train_disjoint_shards(tmp_path: Path) -> None:
+    ranks = _spawn(tmp_path, [*DDP_OVERRIDES, "train.epochs=1", "pruning.warmup_epochs=0"])
+    first, second = (r["table"] for r in ranks)
+    for name in first:
+        assert torch.equal(first[name].nan_to_num(-7), second[name].nan_to_num(-7)), name
+    local0, local1 = ranks[0]["local"], ranks[1]["local"]
+    assert int((local0 * local1).sum()) == 0  # disjoint
+    assert torch.equal(local0 + local1, first["train_count"])  # union = the kept set
+    assert int(first["train_count"].sum()) == 24  # K = ceil(0.5 * 48)
+
+
+def test_two_process_effective_rate_equals_one_process(tmp_path: Path) -> None:
+    overrides = [*DDP_OVERRIDES, "train.epochs=3", "memory.estimator=bank", "memory.k=4"]
+    ranks = _spawn(tmp_path, overrides)
+    assert torch.equal(ranks[0]["table"]["memory"], ranks[1]["table"]["memory"])
+    single = Trainer(
+        load_config(None, [*TINY_OVERRIDES, *overrides, f"run.dir={tmp_path / 'single'}"])
+    )
+    single.fit()
+    two = [
+        json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    ]
+    one = [
+        json.loads(line)
+        for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(two) == 3  # rank 0 alone writes
+    assert [r["effective_rate"] for r in two] == [r["effective_rate"] for r in one]
+    assert [r["visits"] for r in two] == [r["visits"] for r in one]
+    checkpoint = torch.load(
+        list_checkpoints(tmp_path / "ddp" / "checkpoints")[-1], weights_only=False
+    )
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+
+
+def test_a_failing_rank_ends_the_job_in_bounded_time(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(mp.ProcessRaisedException, match="simulated failure on rank 1"):
+        _spawn(tmp_path, [*DDP_OVERRIDES, "train.epochs=2"], fail_rank=1)
+    assert time.monotonic() - started < 90
+
+
+@pytest.mark.slow
+def test_torchrun_cli_and_world_size_check_on_resume(tmp_path: Path) -> None:
+    run_dir = tmp_path / "torchrun"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "ssl_emp",
+        "pretrain",
+        "-c",
+        str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+        *TINY_OVERRIDES,
+        "data.subset=null",
+        "method.name=moco",
+        "method.queue_size=32",
+        "augment.preset=mocov2",
+        *DDP_OVERRIDES,
+        "train.threads=1",
+        f"run.dir={run_dir}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("pretraining moco") == 1  # rank 0 alone logs
+    assert (run_dir / "scores.npz").is_file()
+    resume = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssl_emp",
+            "pretrain",
+            "-c",
+            str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+            *TINY_OVERRIDES,
+            "data.subset=null",
+            "method.name=moco",
+            "method.queue_size=32",
+            "augment.preset=mocov2",
+            *DDP_OVERRIDES,
+            "train.threads=1",
+            f"run.dir={run_dir}",
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resume.returncode == 2
+    assert "written by 2 process(es) but this run has 1" in resume.stderr
