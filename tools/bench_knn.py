@@ -47,12 +47,15 @@ def main() -> None:
             times[backend] += time.perf_counter() - started
     agree = (results["faiss"][1] == results["torch"][1]).float().mean().item()
     gap = (results["faiss"][0] - results["torch"][0]).abs().max().item()
-    print(f"{args.database} x {args.dim} database, {args.queries} queries, k={args.k}, "
-          f"device {args.device}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    print(
+        f"{args.database} x {args.dim} database, {args.queries} queries, k={args.k}, "
+        f"device {args.device}, {torch.get_num_threads()} threads, {args.rounds} rounds"
+    )
     print(f"faiss IndexFlatIP : {times['faiss'] / args.rounds:7.3f} s per search")
     print(f"torch matmul+topk : {times['torch'] / args.rounds:7.3f} s per search")
-    print(f"ratio torch/faiss : {times['torch'] / times['faiss']:7.2f}x "
-          f"(> 1 means faiss is faster)")
+    print(
+        f"ratio torch/faiss : {times['torch'] / times['faiss']:7.2f}x (> 1 means faiss is faster)"
+    )
     print(f"same neighbour ids: {100 * agree:.2f} %, largest similarity gap {gap:.2e}")
 
 

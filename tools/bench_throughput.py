@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 import torchvision
-from lightly.loss import NTXentLoss
 from lightly.transforms import SimCLRTransform
-from torch.utils.data import DataLoader
+from reference_loop import ReferenceLoop
 
 from ssl_emp.config import load_config
 from ssl_emp.data import build_datasets, index_batches
@@ -85,33 +84,16 @@ def main() -> None:
     device = ours.device
 
     reference_model = build_method(config, train).to(device)
-    reference_optimizer = build_optimizer(reference_model, config.train)
-    criterion = NTXentLoss(temperature=config.method.temperature)
-    dataset = torchvision_fashion_mnist(workdir / "tv", FASHION_MNIST_DEFAULT_ROOT)
-    loader = DataLoader(
-        dataset,
+    reference = ReferenceLoop(
+        torchvision_fashion_mnist(workdir / "tv", FASHION_MNIST_DEFAULT_ROOT),
+        reference_model,
+        build_optimizer(reference_model, config.train),
+        temperature=config.method.temperature,
         batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=args.workers,
-        persistent_workers=args.workers > 0,
+        workers=args.workers,
+        device=device,
     )
-    reference_batches = iter(loader)
-
-    def reference_step() -> None:
-        nonlocal reference_batches
-        try:
-            (view_a, view_b), _ = next(reference_batches)
-        except StopIteration:
-            reference_batches = iter(loader)
-            (view_a, view_b), _ = next(reference_batches)
-        view_a, view_b = view_a.to(device), view_b.to(device)
-        features = reference_model.backbone(torch.cat([view_a, view_b]))
-        z_a, z_b = reference_model.projection_head(features).chunk(2)
-        loss = criterion(z_a, z_b)
-        reference_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        reference_optimizer.step()
+    reference_step = reference.step
 
     batches = index_batches(
         torch.arange(len(train), device=device),

@@ -7,8 +7,9 @@ sweep for EMP at 70 %. Runs on CPU, in the background, restartable (finished run
     .venv/bin/python tools/study.py --subset 2000 --epochs 2 --seeds 0 --dir /tmp/s   # smoke
 
 Each part is an ``ssl-emp sweep`` into ``DIR/PART`` followed by ``ssl-emp compare`` (report.md,
-results.csv, plots in the same folder). Sizing (defaults): a class-balanced 5,000-image subset of
-Fashion-MNIST, ``resnet_small`` width 16, 10 epochs, 2 seeds — about an hour on 2 otherwise idle CPU cores.
+results.csv, plots in the same folder). Sizing (defaults): a class-balanced 5,000-image subset
+of Fashion-MNIST, ``resnet_small`` width 16, 10 epochs, 2 seeds: about an hour on 2 otherwise
+idle CPU cores.
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""The benchmark and GPU scripts run in their reduced CPU modes, so they cannot rot."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_gpu_check_reduced_mode_prints_every_figure() -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "tools" / "gpu_check.sh"), "--reduced"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for fragment in ("1. SimCLR", "emp70", "2. kornia", "3. kNN", "4. ours", "ratio"):
+        assert fragment in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_knn_small() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "bench_knn.py"),
+            "--database",
+            "3000",
+            "--queries",
+            "300",
+            "--dim",
+            "32",
+            "--k",
+            "20",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "same neighbour ids: 100.00 %" in result.stdout
