@@ -70,30 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(supervised)
 
-    probe = commands.add_parser(
-        "linear-probe",
-        help="linear probe on the frozen backbone of a run",
-        description="Extract frozen backbone features of a run's newest checkpoint once, train "
-        "a linear classifier, print and write RUN_DIR/probe.json (top1 on the test split).",
-        epilog="overrides: eval.probe_epochs, eval.probe_lr, eval.probe_batch_size, "
-        "eval.probe_weight_decay, train.device, train.threads",
-        formatter_class=formatter,
-    )
-    probe.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
-    probe.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* overrides")
-
-    knn = commands.add_parser(
-        "knn",
-        help="weighted kNN accuracy of the frozen backbone of a run",
-        description="Extract frozen backbone features of a run's newest checkpoint, classify "
-        "the test split by similarity-weighted kNN on L2-normalised features (faiss, or torch "
-        "when faiss is missing), print and write RUN_DIR/knn.json (top1).",
-        epilog="overrides: eval.knn_k (default 200), eval.knn_t (default 0.1), train.device, "
-        "train.threads",
-        formatter_class=formatter,
-    )
-    knn.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
-    knn.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* overrides")
+    evaluations = {
+        "linear-probe": (
+            "linear probe on the frozen backbone of a run",
+            "Extract frozen backbone features of a run's newest checkpoint once, train a linear "
+            "classifier, print and write RUN_DIR/probe.json (top1 on the test split).",
+            "overrides: eval.probe_epochs, eval.probe_lr, eval.probe_batch_size, "
+            "eval.probe_weight_decay, train.device, train.threads",
+        ),
+        "knn": (
+            "weighted kNN accuracy of the frozen backbone of a run",
+            "Extract frozen backbone features of a run's newest checkpoint, classify the test "
+            "split by similarity-weighted kNN on L2-normalised features (faiss, or torch when "
+            "faiss is missing), print and write RUN_DIR/knn.json (top1).",
+            "overrides: eval.knn_k (default 200), eval.knn_t (default 0.1), train.device, "
+            "train.threads",
+        ),
+    }
+    for name, (summary, description, epilog) in evaluations.items():
+        evaluation = commands.add_parser(
+            name, help=summary, description=description, epilog=epilog, formatter_class=formatter
+        )
+        evaluation.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining run directory")
+        evaluation.add_argument(
+            "overrides", nargs="*", metavar="KEY=VALUE", help="eval.* overrides"
+        )
 
     sweep = commands.add_parser(
         "sweep",

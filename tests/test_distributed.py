@@ -122,12 +122,7 @@ def test_a_failing_rank_ends_the_job_in_bounded_time(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_cli_and_world_size_check_on_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "torchrun"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
+    pretrain = [
         "-m",
         "ssl_emp",
         "pretrain",
@@ -142,31 +137,19 @@ def test_torchrun_cli_and_world_size_check_on_resume(tmp_path: Path) -> None:
         "train.threads=1",
         f"run.dir={run_dir}",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+    ]
+    result = subprocess.run([*launcher, *pretrain], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("pretraining moco") == 1  # rank 0 alone logs
     assert (run_dir / "scores.npz").is_file()
     resume = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssl_emp",
-            "pretrain",
-            "-c",
-            str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
-            *TINY_OVERRIDES,
-            "data.subset=null",
-            "method.name=moco",
-            "method.queue_size=32",
-            "augment.preset=mocov2",
-            *DDP_OVERRIDES,
-            "train.threads=1",
-            f"run.dir={run_dir}",
-            "--resume",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, *pretrain, "--resume"], capture_output=True, text=True, timeout=120
     )
     assert resume.returncode == 2
     assert "written by 2 process(es) but this run has 1" in resume.stderr
