@@ -1,8 +1,10 @@
-"""The training loop shared by every method.
+"""The training loop shared by every method (SimCLR, MoCo v2, supervised).
 
 One step: index batch -> uint8 images on the device -> method (views, model, per-sample loss)
--> scalar loss -> backward/step. The loop keeps the sample-visit accounting, writes one
-metrics record and one checkpoint per epoch, and resumes from the newest checkpoint.
+-> pruner (records scores, weights the loss) -> backward/step. The loop keeps the sample-visit
+accounting, writes one metrics record per epoch and a checkpoint per epoch (and every
+``train.checkpoint_every`` steps), and resumes exactly from the newest checkpoint. Under
+torchrun each rank trains its shard of every global batch (see :mod:`ssl_emp.distributed`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Trainer:
         device_type = resolve_device(config.train.device).type
         self.dist = init_distributed(device_type, timeout_s=config.train.dist_timeout_s)
         self.device = resolve_device(config.train.device, local_rank=self.dist.local_rank)
+        if config.train.sync_bn and self.device.type != "cuda":
+            raise UserInputError("train.sync_bn=true needs CUDA; drop it for CPU runs")
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         needs_test = self.supervised or config.eval.knn_every > 0
@@ -182,8 +186,6 @@ class Trainer:
         if not self.dist.enabled:
             return model
         if self.config.train.sync_bn:
-            if self.device.type != "cuda":
-                raise UserInputError("train.sync_bn=true needs CUDA; drop it for CPU runs")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             self.model = model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
