@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,18 @@ def tiny_config(tmp_path: Path) -> Config:
 def tiny_config_with(tmp_path: Path, *overrides: str) -> Config:
     """``tiny_config`` plus extra overrides."""
     return load_config(None, [*TINY_OVERRIDES, f"run.dir={tmp_path / 'run'}", *overrides])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMCLR_CONFIG = str(ROOT / "configs" / "simclr_fashion_mnist.yaml")
+
+
+def metrics_records(run_dir: Path) -> list[dict]:
+    """Every line of ``run_dir/metrics.jsonl``, parsed strictly (a torn line fails the test)."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def pretrain_command(*arguments: str) -> list[str]:
+    """``python -m ssl_emp pretrain -c configs/simclr_fashion_mnist.yaml ARGUMENTS...``."""
+    return [sys.executable, "-m", "ssl_emp", "pretrain", "-c", SIMCLR_CONFIG, *arguments]

@@ -11,9 +11,8 @@ from PIL import Image
 
 from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.cli import main
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import ROOT, TINY_OVERRIDES
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = str(ROOT / "configs" / "simclr_fashion_mnist.yaml")
 BASE = [*TINY_OVERRIDES, "data.subset=null"]
 

@@ -1,14 +1,12 @@
 """The ssl-emp command: help texts, exit codes and one-line errors."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ssl_emp.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, pretrain_command
 
 
 @pytest.mark.parametrize("command", ["pretrain", "linear-probe", "demo"])
@@ -26,16 +24,7 @@ def test_help_documents_options(command: str, capsys: pytest.CaptureFixture) -> 
 
 def test_bad_key_exits_2_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssl_emp",
-            "pretrain",
-            "-c",
-            str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
-            "train.epochz=3",
-            f"run.dir={tmp_path / 'r'}",
-        ],
+        pretrain_command("train.epochz=3", f"run.dir={tmp_path / 'r'}"),
         capture_output=True,
         text=True,
         timeout=120,

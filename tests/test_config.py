@@ -6,8 +6,9 @@ import pytest
 
 from ssl_emp.config import Config, describe_options, load_config
 from ssl_emp.errors import UserInputError
+from tests.conftest import ROOT
 
-CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def test_shipped_configs_load() -> None:

@@ -1,7 +1,6 @@
 """Two CPU processes (gloo) started by the tests: identical score tables, disjoint shards,
 global budget accounting, and a failing rank that ends the job instead of hanging."""
 
-import json
 import os
 import socket
 import subprocess
@@ -17,9 +16,8 @@ from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.config import load_config
 from ssl_emp.distributed import cleanup, shard, shard_order, shard_sizes
 from ssl_emp.trainer import Trainer
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, metrics_records, pretrain_command
 
-ROOT = Path(__file__).resolve().parent.parent
 DDP_OVERRIDES = [
     "pruning.policy=emp",
     "pruning.rate=0.5",
@@ -96,13 +94,8 @@ def test_two_process_effective_rate_equals_one_process(tmp_path: Path) -> None:
         load_config(None, [*TINY_OVERRIDES, *overrides, f"run.dir={tmp_path / 'single'}"])
     )
     single.fit()
-    two = [
-        json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
-    ]
-    one = [
-        json.loads(line)
-        for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()
-    ]
+    two = metrics_records(tmp_path / "ddp")
+    one = metrics_records(tmp_path / "single")
     assert len(two) == 3  # rank 0 alone writes
     assert [r["effective_rate"] for r in two] == [r["effective_rate"] for r in one]
     assert [r["visits"] for r in two] == [r["visits"] for r in one]
@@ -122,12 +115,7 @@ def test_a_failing_rank_ends_the_job_in_bounded_time(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_cli_and_world_size_check_on_resume(tmp_path: Path) -> None:
     run_dir = tmp_path / "torchrun"
-    pretrain = [
-        "-m",
-        "ssl_emp",
-        "pretrain",
-        "-c",
-        str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+    pretrain = pretrain_command(
         *TINY_OVERRIDES,
         "data.subset=null",
         "method.name=moco",
@@ -136,7 +124,7 @@ def test_torchrun_cli_and_world_size_check_on_resume(tmp_path: Path) -> None:
         *DDP_OVERRIDES,
         "train.threads=1",
         f"run.dir={run_dir}",
-    ]
+    )[1:]  # "-m ssl_emp ...", for the launcher and for a plain interpreter
     launcher = [
         sys.executable,
         "-m",

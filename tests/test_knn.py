@@ -10,7 +10,7 @@ from ssl_emp.cli import main
 from ssl_emp.knn import knn_predict
 from ssl_emp.neighbours import faiss_available
 from ssl_emp.trainer import pretrain
-from tests.conftest import tiny_config_with
+from tests.conftest import metrics_records, tiny_config_with
 
 
 def _clusters(count: int, seed: int, classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +64,7 @@ def test_shuffled_labels_give_chance() -> None:
 
 def test_knn_cli_and_monitor(tmp_path: Path) -> None:
     run = pretrain(tiny_config_with(tmp_path, "eval.knn_every=1", "eval.knn_k=10"))
-    records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_records(run.path)
     assert all(0 <= r["knn_top1"] <= 1 for r in records)
     assert main(["knn", str(run.path), "eval.knn_k=10"]) == 0
     result = json.loads((run.path / "knn.json").read_text())

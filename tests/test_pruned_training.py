@@ -1,6 +1,5 @@
 """Pruning wired into SimCLR pretraining: every policy end to end on tiny synthetic data."""
 
-import json
 import math
 from pathlib import Path
 
@@ -10,11 +9,7 @@ import torch
 
 from ssl_emp.errors import UserInputError
 from ssl_emp.trainer import Trainer, pretrain
-from tests.conftest import tiny_config_with
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from tests.conftest import metrics_records, tiny_config_with
 
 
 @pytest.mark.parametrize(
@@ -31,7 +26,7 @@ def test_every_policy_trains_and_accounts(tmp_path: Path, policy: str) -> None:
             "train.batch_size=8",
         )
     )
-    records = _metrics(run.path)
+    records = metrics_records(run.path)
     kept = [r["kept"] for r in records]
     if policy == "full":
         assert kept == [48] * 4
@@ -67,7 +62,7 @@ def test_emp_metrics_report_lfl_diagnostics(tmp_path: Path) -> None:
             "train.batch_size=8",
         )
     )
-    last = _metrics(run.path)[-1]
+    last = metrics_records(run.path)[-1]
     for key in [
         "frac_trained_at_most_once",
         "frac_never_revisited",
@@ -96,7 +91,7 @@ def test_bank_estimator_rescores_every_sample(tmp_path: Path) -> None:
             "train.batch_size=8",
         )
     )
-    last = _metrics(run.path)[-1]
+    last = metrics_records(run.path)[-1]
     assert "bank_neighbour_sim_mean" in last and "bank_knn_label_agreement" in last
     scores = np.load(run.path / "scores.npz")
     assert np.isfinite(scores["memory"]).all()
@@ -120,8 +115,8 @@ def test_resume_with_pruning_is_exact(tmp_path: Path) -> None:
         a = np.load(straight.path / "scores.npz")[key]
         b = np.load(resumed.run.path / "scores.npz")[key]
         assert np.array_equal(a, b), key
-    assert [r["loss"] for r in _metrics(straight.path)] == [
-        r["loss"] for r in _metrics(resumed.run.path)
+    assert [r["loss"] for r in metrics_records(straight.path)] == [
+        r["loss"] for r in metrics_records(resumed.run.path)
     ]
 
 

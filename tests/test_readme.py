@@ -1,11 +1,11 @@
 """The README's runnable parts stay true: the plug-in example runs, every config key is listed."""
 
 import re
-from pathlib import Path
 
 from ssl_emp.config import describe_options
+from tests.conftest import ROOT
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (ROOT / "README.md").read_text()
 
 
 def test_plugin_example_runs(capsys) -> None:

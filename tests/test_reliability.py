@@ -1,10 +1,8 @@
 """Exact resume after SIGKILL, mid-epoch checkpoints, and the divergence guard."""
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +15,8 @@ from ssl_emp.cli import main
 from ssl_emp.errors import TrainingDivergedError
 from ssl_emp.methods import MethodOutput
 from ssl_emp.trainer import Trainer
-from tests.conftest import TINY_OVERRIDES, tiny_config_with
+from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records, pretrain_command, tiny_config_with
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMING_KEYS = {"wall_time_s", "images_per_s", "bank_pass_s"}
 PRUNED = [
     "pruning.policy=emp",
@@ -32,8 +29,10 @@ PRUNED = [
 
 
 def _records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+    return [
+        {k: v for k, v in record.items() if k not in TIMING_KEYS}
+        for record in metrics_records(run_dir)
+    ]
 
 
 def _assert_same_results(a: Path, b: Path) -> None:
@@ -44,13 +43,7 @@ def _assert_same_results(a: Path, b: Path) -> None:
 
 
 def _command(run_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ssl_emp",
-        "pretrain",
-        "-c",
-        str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+    return pretrain_command(
         *TINY_OVERRIDES,
         "data.subset=null",
         "data.synthetic_size=96",
@@ -60,7 +53,7 @@ def _command(run_dir: Path, *extra: str) -> list[str]:
         *PRUNED,
         f"run.dir={run_dir}",
         *extra,
-    ]
+    )
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.errors import UserInputError
 from ssl_emp.losses import cross_entropy_per_sample
 from ssl_emp.trainer import Trainer, pretrain, train_supervised
-from tests.conftest import tiny_config_with
+from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records, tiny_config_with
 
 SUPERVISED = ["method.name=supervised", "augment.preset=supervised"]
 
@@ -49,7 +49,7 @@ def test_supervised_emp_end_to_end(tmp_path: Path) -> None:
             "train.lr=0.05",
         )
     )
-    records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    records = metrics_records(run.path)
     assert all(0 <= r["test_top1"] <= 1 for r in records)
     evaluation = json.loads((run.path / "eval.json").read_text())
     assert evaluation["top1"] == records[-1]["test_top1"]
@@ -109,14 +109,12 @@ def test_commands_check_the_method(tmp_path: Path, capsys) -> None:
 
 
 def test_train_supervised_cli(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    from tests.conftest import TINY_OVERRIDES
 
     code = main(
         [
             "train-supervised",
             "-c",
-            str(root / "configs" / "supervised_fashion_mnist.yaml"),
+            str(ROOT / "configs" / "supervised_fashion_mnist.yaml"),
             *TINY_OVERRIDES,
             "data.subset=null",
             "train.batch_size=16",

@@ -14,9 +14,7 @@ from ssl_emp.config import load_config
 from ssl_emp.errors import UserInputError
 from ssl_emp.sweep import plan_runs, sweep
 from ssl_emp.trainer import Trainer
-from tests.conftest import TINY_OVERRIDES
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, TINY_OVERRIDES
 
 
 def test_plan_runs_grid() -> None:

@@ -1,6 +1,5 @@
 """End-to-end training on tiny synthetic data: run directory, determinism, resume, errors."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.config import Config
 from ssl_emp.errors import UserInputError
 from ssl_emp.trainer import Trainer, pretrain
-from tests.conftest import tiny_config_with
+from tests.conftest import metrics_records, tiny_config_with
 
 METRIC_KEYS = {
     "epoch",
@@ -25,15 +24,11 @@ METRIC_KEYS = {
 }
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_run_directory_contents(tiny_config: Config) -> None:
     run = pretrain(tiny_config)
     saved = yaml.safe_load((run.path / "config.yaml").read_text())
     assert saved == tiny_config.to_dict()
-    records = _metrics(run.path)
+    records = metrics_records(run.path)
     assert [r["epoch"] for r in records] == [1, 2]
     assert set(records[0]) >= METRIC_KEYS
     assert records[0]["kept"] == 48 and records[1]["effective_rate"] == 0.0
@@ -46,10 +41,10 @@ def test_run_directory_contents(tiny_config: Config) -> None:
 def test_same_seed_same_numbers(tmp_path: Path) -> None:
     first = pretrain(tiny_config_with(tmp_path / "a"))
     second = pretrain(tiny_config_with(tmp_path / "b"))
-    losses = [[r["loss"] for r in _metrics(run.path)] for run in (first, second)]
+    losses = [[r["loss"] for r in metrics_records(run.path)] for run in (first, second)]
     assert losses[0] == losses[1]
     third = pretrain(tiny_config_with(tmp_path / "c", "seed=1"))
-    assert [r["loss"] for r in _metrics(third.path)] != losses[0]
+    assert [r["loss"] for r in metrics_records(third.path)] != losses[0]
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
@@ -59,8 +54,8 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     resumed = Trainer(tiny_config_with(tmp_path / "split", "train.epochs=3", "run.resume=true"))
     assert resumed.state.epoch == 2
     resumed.fit()
-    expected = [r["loss"] for r in _metrics(straight.path)]
-    assert [r["loss"] for r in _metrics(resumed.run.path)] == expected
+    expected = [r["loss"] for r in metrics_records(straight.path)]
+    assert [r["loss"] for r in metrics_records(resumed.run.path)] == expected
     final = torch.load(list_checkpoints(resumed.run.checkpoint_dir)[-1], weights_only=False)
     reference = torch.load(list_checkpoints(straight.checkpoint_dir)[-1], weights_only=False)
     for name, tensor in reference["model"].items():
