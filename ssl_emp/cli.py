@@ -9,10 +9,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from ssl_emp.collectives import cleanup
 from ssl_emp.config import describe_options, load_config
-from ssl_emp.distributed import cleanup
 from ssl_emp.errors import TrainingDivergedError, UserInputError
 
 CONFIG_HELP = (
@@ -182,33 +181,34 @@ def _run_overrides(args: argparse.Namespace) -> list[str]:
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen sub-command."""
     if args.command == "pretrain":
-        from ssl_emp.trainer import pretrain
+        from ssl_emp.experiments.train import pretrain
 
         run = pretrain(load_config(args.config, _run_overrides(args)))
         print(f"done: {run.path}")
     elif args.command == "train-supervised":
-        from ssl_emp.trainer import train_supervised
+        from ssl_emp.experiments.train import train_supervised
 
         run = train_supervised(load_config(args.config, _run_overrides(args)))
         print(f"done: {run.path}")
-    elif args.command == "linear-probe":
-        from ssl_emp.probe import probe_run
+    elif args.command in ("linear-probe", "knn"):
+        from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
 
-        result = probe_run(args.run_dir, args.overrides)
-        print(
-            f"linear probe top1 {100 * result.top1:.2f} % (train {100 * result.train_top1:.2f} %)"
-            f" -> {args.run_dir}/probe.json"
-        )
-    elif args.command == "knn":
-        from ssl_emp.knn import knn_run
-
-        result = knn_run(args.run_dir, args.overrides)
-        print(
-            f"kNN top1 {100 * result.top1:.2f} % (k={result.k}, t={result.t}, "
-            f"{result.backend}) -> {args.run_dir}/knn.json"
-        )
+        evaluator = LinearProbe() if args.command == "linear-probe" else WeightedKnn()
+        result = evaluate_run(evaluator, args.run_dir, args.overrides)
+        details = result.to_dict()
+        if args.command == "linear-probe":
+            summary = (
+                f"linear probe top1 {100 * result.top1:.2f} % "
+                f"(train {100 * details['train_top1']:.2f} %)"
+            )
+        else:
+            summary = (
+                f"kNN top1 {100 * result.top1:.2f} % (k={details['k']}, t={details['t']}, "
+                f"{details['backend']})"
+            )
+        print(f"{summary} -> {args.run_dir}/{evaluator.name}.json")
     elif args.command == "sweep":
-        from ssl_emp.sweep import plan_runs, sweep
+        from ssl_emp.experiments.sweep import plan_runs, sweep
 
         runs = plan_runs(
             policies=_split(args.policies, str, "--policies"),
@@ -223,14 +223,15 @@ def dispatch(args: argparse.Namespace) -> int:
             f"`ssl-emp compare {args.dir}`"
         )
     elif args.command == "compare":
-        from ssl_emp.compare import compare
+        from ssl_emp.engine.run_dir import RunDirectory
+        from ssl_emp.experiments.compare import compare
 
-        single_sweep = len(args.paths) == 1 and not Path(args.paths[0], "config.yaml").exists()
+        single_sweep = len(args.paths) == 1 and not RunDirectory(args.paths[0]).config_path.exists()
         out = args.out or (args.paths[0] if single_sweep else "compare")
         out_dir = compare(args.paths, out)
         print(f"wrote {out_dir}/report.md, results.csv and plots")
     elif args.command == "demo":
-        from ssl_emp.demo import load_demo_config, run_demo
+        from ssl_emp.experiments.demo import load_demo_config, run_demo
 
         run_demo(load_demo_config(args.config, args.overrides))
     return 0

@@ -1,4 +1,4 @@
-"""Error type for bad user input.
+"""Error types: bad user input, a diverged run, a non-finite loss.
 
 The CLI turns a ``UserInputError`` into a one-line message on stderr and exit code 2, so every
 check on user input raises this type with a message that names the problem and the fix.
@@ -11,3 +11,11 @@ class UserInputError(Exception):
 
 class TrainingDivergedError(Exception):
     """The loss became non-finite; the run stopped and its last good checkpoint is intact."""
+
+
+class NonFiniteLossError(ArithmeticError):
+    """A per-sample loss handed to the pruner was NaN or infinite; nothing was recorded.
+
+    The trainer turns it into :class:`TrainingDivergedError` or a skipped step
+    (``train.on_nonfinite``).
+    """

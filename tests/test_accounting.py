@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ssl_emp.accounting import effective_rate, gini
+from ssl_emp.pruning.accounting import effective_rate, gini
 
 
 def test_gini_of_equal_counts_is_zero() -> None:

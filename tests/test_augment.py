@@ -4,8 +4,8 @@ import kornia.augmentation as K
 import pytest
 import torch
 
-from ssl_emp.augment import build_eval_transform, build_view_augmentation
 from ssl_emp.config import AugmentConfig
+from ssl_emp.data.augment import build_eval_transform, build_view_augmentation
 
 
 def _images(channels: int, size: int, count: int = 8) -> torch.Tensor:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.cli import main
+from ssl_emp.engine.checkpoint import list_checkpoints
 from tests.conftest import ROOT, TINY_OVERRIDES
 
 CONFIG = str(ROOT / "configs" / "simclr_fashion_mnist.yaml")

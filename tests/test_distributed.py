@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ssl_emp.checkpoint import list_checkpoints
+from ssl_emp.collectives import cleanup
 from ssl_emp.config import load_config
-from ssl_emp.distributed import cleanup, shard, shard_order, shard_sizes
-from ssl_emp.trainer import Trainer
+from ssl_emp.data.batch import GlobalBatch, shard_sizes
+from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.experiments.train import build_trainer
 from tests.conftest import TINY_OVERRIDES, metrics_records, pretrain_command
 
 DDP_OVERRIDES = [
@@ -44,7 +45,7 @@ def _worker(
     )
     torch.set_num_threads(1)
     config = load_config(None, [*TINY_OVERRIDES, *overrides, f"run.dir={run_dir}"])
-    trainer = Trainer(config)
+    trainer = build_trainer(config)
     if rank == fail_rank:
         raise RuntimeError(f"simulated failure on rank {rank}")
     trainer.fit()
@@ -68,11 +69,13 @@ def _spawn(tmp_path: Path, overrides: list[str], fail_rank: int = -1) -> list[di
 
 def test_shards_are_disjoint_and_cover_the_batch() -> None:
     batch = torch.randperm(23)
-    contexts = [type("C", (), {"rank": r, "world_size": 3})() for r in range(3)]
-    shards = [shard(batch, context) for context in contexts]
+    views = [GlobalBatch.shard(batch, rank=r, world_size=3) for r in range(3)]
+    shards = [view.local for view in views]
     assert sorted(torch.cat(shards).tolist()) == sorted(batch.tolist())
     assert [len(s) for s in shards] == shard_sizes(23, 3) == [8, 8, 7]
-    assert torch.equal(shard_order(batch, 3), torch.cat(shards))
+    assert all(torch.equal(view.gathered, torch.cat(shards)) for view in views)
+    assert all(view.sizes == [8, 8, 7] and len(view) == 23 for view in views)
+    assert torch.equal(shards[1], batch[1::3])
 
 
 def test_two_ranks_hold_identical_tables_and_train_disjoint_shards(tmp_path: Path) -> None:
@@ -90,7 +93,7 @@ def test_two_process_effective_rate_equals_one_process(tmp_path: Path) -> None:
     overrides = [*DDP_OVERRIDES, "train.epochs=3", "memory.estimator=bank", "memory.k=4"]
     ranks = _spawn(tmp_path, overrides)
     assert torch.equal(ranks[0]["table"]["memory"], ranks[1]["table"]["memory"])
-    single = Trainer(
+    single = build_trainer(
         load_config(None, [*TINY_OVERRIDES, *overrides, f"run.dir={tmp_path / 'single'}"])
     )
     single.fit()

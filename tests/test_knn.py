@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ssl_emp.cli import main
-from ssl_emp.knn import knn_predict
+from ssl_emp.eval.knn import knn_predict
+from ssl_emp.experiments.train import pretrain
 from ssl_emp.neighbours import faiss_available
-from ssl_emp.trainer import pretrain
 from tests.conftest import metrics_records, tiny_config_with
 
 

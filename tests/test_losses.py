@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from ssl_emp.losses import nt_xent_per_sample
+from ssl_emp.methods.losses import nt_xent_per_sample
 
 
 @pytest.mark.parametrize("batch", [2, 7, 32, 128])

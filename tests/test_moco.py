@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_emp.checkpoint import list_checkpoints
-from ssl_emp.losses import info_nce_per_sample
+from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.experiments.train import build_trainer, pretrain
+from ssl_emp.methods.losses import info_nce_per_sample
 from ssl_emp.methods.queue import KeyQueue
-from ssl_emp.trainer import Trainer, pretrain
 from tests.conftest import tiny_config_with
 
 MOCO = ["method.name=moco", "method.queue_size=20", "augment.preset=mocov2", "method.bn_splits=2"]
@@ -58,7 +58,7 @@ def test_batch_larger_than_queue_keeps_its_newest_keys() -> None:
 
 
 def test_momentum_update_matches_formula(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config_with(tmp_path, *MOCO, "method.momentum=0.9"))
+    trainer = build_trainer(tiny_config_with(tmp_path, *MOCO, "method.momentum=0.9"))
     model = trainer.model
     with torch.no_grad():
         for parameter in model.backbone.parameters():
@@ -75,7 +75,7 @@ def test_momentum_update_matches_formula(tmp_path: Path) -> None:
 
 
 def test_key_encoder_is_not_optimised(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config_with(tmp_path, *MOCO))
+    trainer = build_trainer(tiny_config_with(tmp_path, *MOCO))
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert not any(id(p) in optimised for p in trainer.model.key_backbone.parameters())
     assert all(id(p) in optimised for p in trainer.model.backbone.parameters())
@@ -83,10 +83,10 @@ def test_key_encoder_is_not_optimised(tmp_path: Path) -> None:
 
 def test_resumed_moco_run_restores_queue_and_key_encoder(tmp_path: Path) -> None:
     config = tiny_config_with(tmp_path, *MOCO, "train.epochs=3")
-    first = Trainer(config)
+    first = build_trainer(config)
     first.fit(until_epoch=2)
     saved = torch.load(list_checkpoints(first.run.checkpoint_dir)[-1], weights_only=False)
-    resumed = Trainer(tiny_config_with(tmp_path, *MOCO, "train.epochs=3", "run.resume=true"))
+    resumed = build_trainer(tiny_config_with(tmp_path, *MOCO, "train.epochs=3", "run.resume=true"))
     model = resumed.model
     assert torch.equal(model.queue.keys, saved["model"]["queue.keys"])
     assert int(model.queue.pointer) == int(saved["model"]["queue.pointer"])

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from ssl_emp.config import TrainConfig
-from ssl_emp.optim import learning_rate_at, peak_learning_rate
+from ssl_emp.engine.optim import learning_rate_at, peak_learning_rate
 
 
 def _config() -> TrainConfig:

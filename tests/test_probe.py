@@ -8,8 +8,8 @@ import torch
 
 from ssl_emp.cli import main
 from ssl_emp.config import EvalConfig
-from ssl_emp.probe import accuracy, train_linear_classifier
-from ssl_emp.trainer import pretrain
+from ssl_emp.eval.probe import accuracy, train_linear_classifier
+from ssl_emp.experiments.train import pretrain
 
 
 def _blobs(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_emp.data.batch import GlobalBatch
 from ssl_emp.errors import UserInputError
-from ssl_emp.trainer import Trainer, pretrain
+from ssl_emp.experiments.train import build_trainer, pretrain
+from ssl_emp.pruning import batch_memory
 from tests.conftest import metrics_records, tiny_config_with
 
 
@@ -107,9 +109,9 @@ def test_resume_with_pruning_is_exact(tmp_path: Path) -> None:
         "train.batch_size=8",
     ]
     straight = pretrain(tiny_config_with(tmp_path / "a", *overrides))
-    first = Trainer(tiny_config_with(tmp_path / "b", *overrides))
+    first = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
     first.fit(until_epoch=2)
-    resumed = Trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    resumed = build_trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
     resumed.fit()
     for key in ("score", "memory", "train_count"):
         a = np.load(straight.path / "scores.npz")[key]
@@ -122,7 +124,7 @@ def test_resume_with_pruning_is_exact(tmp_path: Path) -> None:
 
 def test_batch_larger_than_pruned_set_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="exceeds the 5 samples kept per epoch"):
-        Trainer(
+        build_trainer(
             tiny_config_with(
                 tmp_path, "pruning.policy=topk", "pruning.rate=0.9", "train.batch_size=16"
             )
@@ -130,12 +132,15 @@ def test_batch_larger_than_pruned_set_is_refused(tmp_path: Path) -> None:
 
 
 def test_projection_layer_memory(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config_with(tmp_path, "memory.layer=projection"))
+    trainer = build_trainer(tiny_config_with(tmp_path, "memory.layer=projection"))
     images = trainer.data.images[:8]
     output = trainer.model(images)
-    memory = trainer.step_memory(torch.arange(8), output, sizes=[8])
+    memory = trainer.estimator.batch_memory(GlobalBatch.single(torch.arange(8)), output)
     assert memory.shape == (8,)
     assert output.projections.shape[-1] == 16
+    expected = batch_memory(output.projections, tau=0.1)  # the projection head's, not h's
+    assert torch.equal(memory, expected)
+    assert not torch.allclose(memory, batch_memory(output.features, tau=0.1))
 
 
 def test_flat_memory_term_is_flagged(tmp_path: Path, capsys) -> None:

@@ -22,7 +22,7 @@ def _feed(pruner: Pruner, epoch: int, seed: int = 0, with_memory: bool = True) -
     kept = pruner.select(epoch)
     loss = torch.rand(len(kept), generator=generator) * 3
     memory = torch.rand(len(kept), generator=generator) if with_memory else None
-    pruner.update(kept, loss.requires_grad_(), memory, epoch=epoch)
+    pruner.step(kept, loss.requires_grad_(), memory, epoch=epoch)
 
 
 def _sequence(config: PruningConfig, epochs: int = EPOCHS) -> list[list[int]]:
@@ -75,14 +75,14 @@ def test_topk_takes_the_highest_losses() -> None:
     losses = torch.linspace(0, 1, 50)[
         torch.randperm(50, generator=torch.Generator().manual_seed(1))
     ]
-    pruner.update(torch.arange(50), losses, epoch=0)
+    pruner.step(torch.arange(50), losses, epoch=0)
     expected = torch.argsort(losses, descending=True)[:5].sort().values
     assert pruner.select(1).tolist() == expected.tolist()
 
 
 def test_unseen_samples_rank_first() -> None:
     pruner = Pruner(PruningConfig(policy="topk", rate=0.5, warmup_epochs=0), 10, 3, seed=0)
-    pruner.update(torch.arange(6), torch.full((6,), 9.0), epoch=0)
+    pruner.step(torch.arange(6), torch.full((6,), 9.0), epoch=0)
     assert set(range(6, 10)) <= set(pruner.select(1).tolist())
 
 
@@ -90,7 +90,7 @@ def test_eps_greedy_mixes_greedy_and_random() -> None:
     pruner = Pruner(
         PruningConfig(policy="eps_greedy", rate=0.8, eps=0.25, warmup_epochs=0), 100, 3, seed=0
     )
-    pruner.update(torch.arange(100), torch.arange(100).float(), epoch=0)
+    pruner.step(torch.arange(100), torch.arange(100).float(), epoch=0)
     kept = set(pruner.select(1).tolist())
     assert len(kept) == 20
     assert set(range(85, 100)) <= kept  # (1 - eps) K = 15 highest
@@ -104,7 +104,7 @@ def test_ucb_ranks_by_mean_plus_c_std_on_a_hand_made_history() -> None:
     histories = {0: [1.0, 1.0], 1: [0.0, 2.0], 2: [1.5, 1.5], 3: [0.2, 0.4]}
     for step in range(2):
         indices = torch.arange(4)
-        pruner.update(indices, torch.tensor([histories[i][step] for i in range(4)]), epoch=step)
+        pruner.step(indices, torch.tensor([histories[i][step] for i in range(4)]), epoch=step)
     # EMA with a = 0.5: mean = 0.5 x0 + 0.5 x1, var = 0.5 * (0 + 0.5 (x1 - x0)^2)
     means = {i: 0.5 * h[0] + 0.5 * h[1] for i, h in histories.items()}
     stds = {i: math.sqrt(0.25 * (h[1] - h[0]) ** 2) for i, h in histories.items()}
@@ -130,9 +130,9 @@ def test_ucb_selects_a_sample_seen_once_over_a_lower_bound_history() -> None:
     pruner = Pruner(
         PruningConfig(policy="ucb", rate=0.5, ucb_c=1.0, ema=0.5, warmup_epochs=0), 4, 5, seed=0
     )
-    pruner.update(torch.tensor([0, 1, 2]), torch.tensor([0.6, 0.6, 0.0]), epoch=0)
-    pruner.update(torch.tensor([0, 1, 2]), torch.tensor([1.2, 1.2, 0.0]), epoch=1)
-    pruner.update(torch.tensor([3]), torch.tensor([1.0]), epoch=1)
+    pruner.step(torch.tensor([0, 1, 2]), torch.tensor([0.6, 0.6, 0.0]), epoch=0)
+    pruner.step(torch.tensor([0, 1, 2]), torch.tensor([1.2, 1.2, 0.0]), epoch=1)
+    pruner.step(torch.tensor([3]), torch.tensor([1.0]), epoch=1)
     # samples 0, 1: mean 0.9, std 0.3 -> 1.2; sample 3 seen once: 1.0 + median std 0.3 = 1.3
     assert pruner.select(2).tolist() == [0, 3] or pruner.select(2).tolist() == [1, 3]
 
@@ -164,7 +164,7 @@ def test_infobatch_full_data_after_delta_and_weighted_loss() -> None:
         kept = pruner.select(epoch)
         sizes.append(len(kept))
         losses = torch.linspace(0, 1, N)[kept]
-        scalar = pruner.update(kept, losses, epoch=epoch)
+        scalar = pruner.step(kept, losses, epoch=epoch)
         expected = (pruner.weights[kept] * losses).mean()
         assert torch.allclose(scalar, expected)
     assert sizes[0] == N and sizes[8:] == [N, N]
@@ -213,16 +213,16 @@ def test_weights_are_one_for_hard_rate_policies() -> None:
     _feed(pruner, 0)
     kept = pruner.select(1)
     losses = torch.rand(len(kept))
-    assert torch.allclose(pruner.update(kept, losses, epoch=1), losses.mean())
+    assert torch.allclose(pruner.step(kept, losses, epoch=1), losses.mean())
 
 
 def test_diagnostics_count_revisits() -> None:
     pruner = Pruner(PruningConfig(policy="topk", rate=0.5, warmup_epochs=1), 4, 3, seed=0)
     pruner.select(0)
-    pruner.update(torch.arange(4), torch.tensor([4.0, 3.0, 2.0, 1.0]), epoch=0)
+    pruner.step(torch.arange(4), torch.tensor([4.0, 3.0, 2.0, 1.0]), epoch=0)
     kept = pruner.select(1)
     assert kept.tolist() == [0, 1]
-    pruner.update(kept, torch.tensor([1.0, 1.0]), memory=torch.tensor([0.2, 0.4]), epoch=1)
+    pruner.step(kept, torch.tensor([1.0, 1.0]), memory=torch.tensor([0.2, 0.4]), epoch=1)
     stats = pruner.epoch_diagnostics(1, kept=kept)
     assert stats["frac_trained_at_most_once"] == 0.5
     assert stats["frac_never_revisited"] == 0.5

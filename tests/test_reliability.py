@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.cli import main
+from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.engine.trainer import Trainer
 from ssl_emp.errors import TrainingDivergedError
+from ssl_emp.experiments.train import build_trainer
 from ssl_emp.methods import MethodOutput
-from ssl_emp.trainer import Trainer
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records, pretrain_command, tiny_config_with
 
 TIMING_KEYS = {"wall_time_s", "images_per_s", "bank_pass_s"}
@@ -97,9 +98,9 @@ class _SimulatedCrashError(Exception):
 
 def test_in_process_crash_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     overrides = [*PRUNED, "train.epochs=4", "train.checkpoint_every=2"]
-    straight = Trainer(tiny_config_with(tmp_path / "a", *overrides))
+    straight = build_trainer(tiny_config_with(tmp_path / "a", *overrides))
     straight.fit()
-    crashing = Trainer(tiny_config_with(tmp_path / "b", *overrides))
+    crashing = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
     original_step = crashing.train_step
 
     def step_then_crash(batch: torch.Tensor, progress: float):
@@ -111,7 +112,7 @@ def test_in_process_crash_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     crashing.train_step = step_then_crash
     with pytest.raises(_SimulatedCrashError):
         crashing.fit()
-    resumed = Trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    resumed = build_trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
     assert resumed.state.epoch_indices is not None and resumed.state.epoch_batches_done > 0
     resumed.fit()
     _assert_same_results(straight.run.path, resumed.run.path)
@@ -130,20 +131,20 @@ def _nan_after(trainer: Trainer, good_steps: int) -> None:
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config_with(tmp_path, "train.epochs=3", "train.batch_size=8"))
+    trainer = build_trainer(tiny_config_with(tmp_path, "train.epochs=3", "train.batch_size=8"))
     _nan_after(trainer, good_steps=8)  # 6 steps per epoch: dies in the second epoch
     with pytest.raises(TrainingDivergedError, match="non-finite loss at epoch 2.*intact"):
         trainer.fit()
     names = [p.name for p in list_checkpoints(trainer.run.checkpoint_dir)]
     assert names == ["epoch_0001.pt"]
-    resumed = Trainer(
+    resumed = build_trainer(
         tiny_config_with(tmp_path, "train.epochs=3", "train.batch_size=8", "run.resume=true")
     )
     assert resumed.state.epoch == 1
 
 
 def test_divergence_can_skip_steps(tmp_path: Path) -> None:
-    trainer = Trainer(
+    trainer = build_trainer(
         tiny_config_with(
             tmp_path, "train.epochs=2", "train.batch_size=8", "train.on_nonfinite=skip"
         )

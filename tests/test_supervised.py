@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from ssl_emp.cli import main
 from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.errors import UserInputError
-from ssl_emp.losses import cross_entropy_per_sample
-from ssl_emp.trainer import Trainer, pretrain, train_supervised
+from ssl_emp.experiments.train import build_trainer, pretrain, train_supervised
+from ssl_emp.methods.losses import cross_entropy_per_sample
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records, tiny_config_with
 
 SUPERVISED = ["method.name=supervised", "augment.preset=supervised"]
@@ -105,7 +105,7 @@ def test_commands_check_the_method(tmp_path: Path, capsys) -> None:
     with pytest.raises(UserInputError, match="trained with `ssl-emp train-supervised`"):
         pretrain(tiny_config_with(tmp_path, *SUPERVISED))
     with pytest.raises(UserInputError, match="bank is an SSL estimator"):
-        Trainer(tiny_config_with(tmp_path, *SUPERVISED, "memory.estimator=bank"))
+        build_trainer(tiny_config_with(tmp_path, *SUPERVISED, "memory.estimator=bank"))
 
 
 def test_train_supervised_cli(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from ssl_emp.cli import main
-from ssl_emp.compare import compare
 from ssl_emp.config import load_config
 from ssl_emp.errors import UserInputError
-from ssl_emp.sweep import plan_runs, sweep
-from ssl_emp.trainer import Trainer
+from ssl_emp.experiments.compare import compare
+from ssl_emp.experiments.sweep import plan_runs, sweep
+from ssl_emp.experiments.train import build_trainer
 from tests.conftest import ROOT, TINY_OVERRIDES
 
 
@@ -118,7 +118,7 @@ def test_restarted_sweep_does_not_rerun_finished_runs(tmp_path: Path, capsys) ->
     partial = load_config(
         config, [*overrides, *runs[1].overrides, f"run.dir={sweep_dir / runs[1].name}"]
     )
-    Trainer(partial).fit(until_epoch=1)
+    build_trainer(partial).fit(until_epoch=1)
     first_epoch = (sweep_dir / runs[1].name / "metrics.jsonl").read_text().splitlines()[0]
     sweep(str(config), str(sweep_dir), runs, overrides)
     out = capsys.readouterr().out

@@ -6,10 +6,10 @@ import pytest
 import torch
 import yaml
 
-from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.config import Config
+from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.errors import UserInputError
-from ssl_emp.trainer import Trainer, pretrain
+from ssl_emp.experiments.train import build_trainer, pretrain
 from tests.conftest import metrics_records, tiny_config_with
 
 METRIC_KEYS = {
@@ -49,9 +49,11 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     straight = pretrain(tiny_config_with(tmp_path / "straight", "train.epochs=3"))
-    interrupted = Trainer(tiny_config_with(tmp_path / "split", "train.epochs=3"))
+    interrupted = build_trainer(tiny_config_with(tmp_path / "split", "train.epochs=3"))
     interrupted.fit(until_epoch=2)
-    resumed = Trainer(tiny_config_with(tmp_path / "split", "train.epochs=3", "run.resume=true"))
+    resumed = build_trainer(
+        tiny_config_with(tmp_path / "split", "train.epochs=3", "run.resume=true")
+    )
     assert resumed.state.epoch == 2
     resumed.fit()
     expected = [r["loss"] for r in metrics_records(straight.path)]
@@ -82,12 +84,12 @@ def test_resume_with_changed_config_names_keys(tmp_path: Path) -> None:
     pretrain(tiny_config_with(tmp_path))
     changed = tiny_config_with(tmp_path, "run.resume=true", "train.lr=0.1", "seed=3")
     with pytest.raises(UserInputError, match="changed config: seed, train.lr differ"):
-        Trainer(changed)
+        build_trainer(changed)
 
 
 def test_batch_larger_than_dataset(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="train.batch_size=64 exceeds the 48"):
-        Trainer(tiny_config_with(tmp_path, "train.batch_size=64"))
+        build_trainer(tiny_config_with(tmp_path, "train.batch_size=64"))
 
 
 def test_corrupt_checkpoint_names_previous(tmp_path: Path) -> None:
@@ -95,9 +97,9 @@ def test_corrupt_checkpoint_names_previous(tmp_path: Path) -> None:
     run = pretrain(config)
     newest = list_checkpoints(run.checkpoint_dir)[-1]
     newest.write_bytes(newest.read_bytes()[:100])
-    from ssl_emp.checkpoint import load_checkpoint
+    from ssl_emp.engine.checkpoint import load_checkpoint
 
     with pytest.raises(UserInputError, match="epoch_0002.pt is corrupt.*epoch_0001.pt"):
         load_checkpoint(newest, previous=list_checkpoints(run.checkpoint_dir)[0])
-    resumed = Trainer(tiny_config_with(tmp_path, "train.epochs=2", "run.resume=true"))
+    resumed = build_trainer(tiny_config_with(tmp_path, "train.epochs=2", "run.resume=true"))
     assert resumed.state.epoch == 1

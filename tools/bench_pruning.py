@@ -22,19 +22,21 @@ from pathlib import Path
 import torch
 
 from ssl_emp.config import load_config
-from ssl_emp.data import build_datasets, index_batches
-from ssl_emp.trainer import Trainer
+from ssl_emp.data import GlobalBatch, build_datasets, index_batches
+from ssl_emp.engine.trainer import Trainer
+from ssl_emp.experiments.train import build_trainer
+from ssl_emp.pruning import FeatureBank
 
 RATES = (0.0, 0.3, 0.5, 0.7)
 
 
 def make_trainer(workdir: Path, name: str, overrides: list[str], train) -> Trainer:
     config = load_config(None, [*overrides, f"run.dir={workdir / name}"])
-    trainer = Trainer(config, train_data=train)
+    trainer = build_trainer(config, train_data=train)
     # a scored table, as after warm-up: random losses and memory terms for every sample
     generator = torch.Generator().manual_seed(0)
     everyone = torch.arange(len(train))
-    trainer.pruner.update(
+    trainer.pruner.step(
         everyone,
         torch.rand(len(train), generator=generator) * 5,
         torch.rand(len(train), generator=generator),
@@ -123,7 +125,7 @@ def main() -> None:
 
     def emp_block() -> None:
         for batch in batches[: args.steps]:
-            emp.train_step(batch, progress=0.5)
+            emp.train_step(GlobalBatch.single(batch), progress=0.5)
 
     plain_block()
     emp_block()
@@ -152,14 +154,21 @@ def main() -> None:
         ],
         train,
     )
-    bank_trainer.refresh_bank()  # every row written, as after a full epoch
+    bank = bank_trainer.estimator
+    assert isinstance(bank, FeatureBank)
+    bank.refresh(bank_trainer.model, bank_trainer.data, args.batch_size)  # every row written
+
+    def bank_pass() -> None:
+        memory, _ = bank.end_epoch(0, bank_trainer.model, bank_trainer.data, args.batch_size)
+        bank_trainer.pruner.set_memory(memory)
+
     bank_time = 0.0
     for _ in range(args.rounds):
-        bank_time += timed(bank_trainer.end_of_epoch_memory)
+        bank_time += timed(bank_pass)
     fraction = bank_time / epoch_time[0.0]
     print(
         f"\n3. bank pass (faiss IndexFlatIP, k={args.k}, {len(train)} x "
-        f"{bank_trainer.bank.features.shape[1]} features) vs a full-data epoch"
+        f"{bank.bank.features.shape[1]} features) vs a full-data epoch"
     )
     print(
         f"   {bank_time / args.rounds:.3f} s per pass = {100 * fraction:.2f} % of a full epoch "

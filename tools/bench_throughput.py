@@ -29,11 +29,11 @@ from lightly.transforms import SimCLRTransform
 from reference_loop import ReferenceLoop
 
 from ssl_emp.config import load_config
-from ssl_emp.data import build_datasets, index_batches
+from ssl_emp.data import GlobalBatch, build_datasets, index_batches
 from ssl_emp.data.sources import FASHION_MNIST_DEFAULT_ROOT
+from ssl_emp.engine.optim import build_optimizer
+from ssl_emp.experiments.train import build_trainer
 from ssl_emp.methods import build_method
-from ssl_emp.optim import build_optimizer
-from ssl_emp.trainer import Trainer
 
 
 def torchvision_fashion_mnist(workdir: Path, source: Path) -> torchvision.datasets.FashionMNIST:
@@ -80,7 +80,7 @@ def main() -> None:
     ]
     config = load_config(None, overrides)
     train, _ = build_datasets(config.data, seed=0)
-    ours = Trainer(config, train_data=train)
+    ours = build_trainer(config, train_data=train)
     device = ours.device
 
     reference_model = build_method(config, train).to(device)
@@ -104,7 +104,7 @@ def main() -> None:
 
     def our_step() -> None:
         nonlocal position
-        ours.train_step(batches[position % len(batches)], progress=0.5)
+        ours.train_step(GlobalBatch.single(batches[position % len(batches)]), progress=0.5)
         position += 1
 
     def synchronise() -> None:

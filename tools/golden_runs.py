@@ -61,8 +61,14 @@ GOLDEN_RUNS: dict[str, tuple[list[str], int]] = {
         1,
     ),
     "simclr_emp_projection_checkpoint_every": (
-        [*SIMCLR, *TINY, *PRUNED, "pruning.policy=emp", "memory.layer=projection",
-         "train.checkpoint_every=1"],
+        [
+            *SIMCLR,
+            *TINY,
+            *PRUNED,
+            "pruning.policy=emp",
+            "memory.layer=projection",
+            "train.checkpoint_every=1",
+        ],
         1,
     ),
     "supervised_emp_noise": (
@@ -71,8 +77,15 @@ GOLDEN_RUNS: dict[str, tuple[list[str], int]] = {
     ),
     "moco_emp": ([*MOCO, *TINY, *PRUNED, "pruning.policy=emp"], 1),
     "simclr_emp_torchrun": (
-        [*SIMCLR, *TINY, *PRUNED, "pruning.policy=emp", "train.batch_size=8",
-         "memory.estimator=bank", "memory.k=4"],
+        [
+            *SIMCLR,
+            *TINY,
+            *PRUNED,
+            "pruning.policy=emp",
+            "train.batch_size=8",
+            "memory.estimator=bank",
+            "memory.k=4",
+        ],
         2,
     ),
     "moco_eps_greedy_torchrun": (

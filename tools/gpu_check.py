@@ -31,12 +31,13 @@ from lightly.transforms import SimCLRTransform
 from reference_loop import PilImages, ReferenceLoop
 
 from ssl_emp.config import load_config
-from ssl_emp.data import ImageData, index_batches
+from ssl_emp.data import GlobalBatch, ImageData, index_batches
 from ssl_emp.data.sources import DATASET_STATS
+from ssl_emp.engine.optim import build_optimizer
+from ssl_emp.engine.trainer import Trainer
+from ssl_emp.experiments.train import build_trainer
 from ssl_emp.methods import build_method
 from ssl_emp.neighbours import faiss_available, search
-from ssl_emp.optim import build_optimizer
-from ssl_emp.trainer import Trainer
 
 SIZES = {
     "full": {
@@ -99,9 +100,9 @@ def make_trainer(
         f"run.dir={workdir / name}",
         *extra,
     ]
-    trainer = Trainer(load_config(None, overrides), train_data=data)
+    trainer = build_trainer(load_config(None, overrides), train_data=data)
     scores = torch.rand(len(data), generator=torch.Generator().manual_seed(1))
-    trainer.pruner.update(torch.arange(len(data)), scores * 5, scores, epoch=0)
+    trainer.pruner.step(torch.arange(len(data)), scores * 5, scores, epoch=0)
     return trainer
 
 
@@ -114,7 +115,9 @@ def section_training(workdir: Path, size: dict, data: ImageData) -> Trainer:
     ):
         trainer = make_trainer(workdir, name, size, data, extra)
         warmup = torch.arange(size["batch"], device=trainer.device)
-        trainer.train_step(warmup, progress=0.0)  # kernels, allocator and autotuning
+        trainer.train_step(
+            GlobalBatch.single(warmup), progress=0.0
+        )  # kernels, allocator and autotuning
         trainer.pruner.table.train_count.zero_()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -190,7 +193,7 @@ def section_reference(size: dict, data: ImageData, trainer: Trainer) -> None:
 
     def ours() -> None:
         for batch in batches[: size["steps"]]:
-            trainer.train_step(batch, progress=0.5)
+            trainer.train_step(GlobalBatch.single(batch), progress=0.5)
 
     def theirs() -> None:
         for _ in range(size["steps"]):

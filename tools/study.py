@@ -18,8 +18,8 @@ import argparse
 import time
 from pathlib import Path
 
-from ssl_emp.compare import compare
-from ssl_emp.sweep import plan_runs, sweep
+from ssl_emp.experiments.compare import compare
+from ssl_emp.experiments.sweep import plan_runs, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 RATES = (0.3, 0.5, 0.7)

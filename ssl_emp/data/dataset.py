@@ -94,19 +94,3 @@ def balanced_subset_indices(labels: np.ndarray, size: int, seed: int) -> np.ndar
         rest = np.concatenate([pools[c][quota[c] :] for c in classes])
         chosen.append(rng.choice(rest, size=missing, replace=False))
     return np.sort(np.concatenate(chosen))
-
-
-def index_batches(
-    indices: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
-) -> list[torch.Tensor]:
-    """Split ``indices`` (shuffled when a generator is given) into near-equal batches.
-
-    Every index is used exactly once: ``ceil(n / batch_size)`` batches whose sizes differ by at
-    most one, none larger than ``batch_size``, so no sample is silently dropped and the
-    sample-visit accounting stays exact.
-    """
-    if generator is not None:
-        order = torch.randperm(len(indices), generator=generator).to(indices.device)
-        indices = indices[order]
-    num_batches = max(1, -(-len(indices) // batch_size))
-    return list(torch.tensor_split(indices, num_batches))

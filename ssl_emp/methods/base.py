@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ssl_emp.models.backbones import Backbone
+
+if TYPE_CHECKING:
+    from ssl_emp.config import Config
+    from ssl_emp.data.augment import ViewAugmentation
+    from ssl_emp.data.dataset import ImageData
+
+# Training progress is quantised to 1/PROGRESS_RESOLUTION of an epoch by every schedule (the
+# learning rate, MoCo's momentum), so a resumed run reproduces them exactly.
+PROGRESS_RESOLUTION = 100_000
+
+FeatureLayer = Literal["backbone", "projection"]
 
 
 @dataclass
@@ -27,18 +39,46 @@ class MethodOutput:
     projections: torch.Tensor | None = None
     logits: torch.Tensor | None = None
 
+    def layer(self, name: FeatureLayer) -> torch.Tensor | None:
+        """The detached features of ``name`` (``backbone`` or ``projection``)."""
+        return self.projections if name == "projection" else self.features
+
 
 class Method(nn.Module):
     """A training objective around a backbone: uint8 images (+ labels) -> per-sample losses.
 
-    Subclasses set ``self.backbone`` and implement :meth:`forward`.
+    Subclasses set ``self.backbone`` and implement :meth:`forward` and :meth:`embed`.
+
+    Attributes:
+        supervised: trains on labels (``ssl-emp train-supervised``), else self-supervised.
+        two_views: each sample gives two augmented views per step.
     """
 
     backbone: Backbone
+    supervised: ClassVar[bool] = False
+    two_views: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(
+        cls, config: Config, backbone: Backbone, augmentation: ViewAugmentation, data: ImageData
+    ) -> Method:
+        """The method as ``config`` describes it, around ``backbone`` for images like ``data``."""
+        raise NotImplementedError
 
     def before_step(self, progress: float, epochs: int) -> None:
         """Hook called before each step with the training progress in epochs (default: none)."""
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> MethodOutput:
         """Per-sample losses of a uint8 batch (B, C, H, W) with its labels (B,)."""
+        raise NotImplementedError
+
+    def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
+        """Features of freshly augmented views of a uint8 batch, without side effects.
+
+        No loss, no queue or momentum update, no collective; for memory estimators that
+        re-embed samples outside a training step. Call it in eval mode under ``no_grad``.
+
+        Shape:
+            images: (B, C, H, W) uint8 -> (V, B, D) with V views per sample.
+        """
         raise NotImplementedError

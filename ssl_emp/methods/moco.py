@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from lightly.models.modules import MoCoProjectionHead
@@ -10,13 +11,16 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_emp.augment import ViewAugmentation
-from ssl_emp.distributed import all_gather_rows
-from ssl_emp.losses import info_nce_per_sample
-from ssl_emp.methods.base import Method, MethodOutput
+from ssl_emp.collectives import all_gather_rows
+from ssl_emp.data.augment import ViewAugmentation
+from ssl_emp.methods.base import PROGRESS_RESOLUTION, FeatureLayer, Method, MethodOutput
+from ssl_emp.methods.losses import info_nce_per_sample
 from ssl_emp.methods.queue import KeyQueue
 from ssl_emp.models.backbones import Backbone
-from ssl_emp.optim import SCHEDULE_RESOLUTION
+
+if TYPE_CHECKING:
+    from ssl_emp.config import Config
+    from ssl_emp.data.dataset import ImageData
 
 
 def chunked(module: nn.Module, inputs: torch.Tensor, splits: int) -> torch.Tensor:
@@ -70,10 +74,28 @@ class MoCo(Method):
         self.symmetric = symmetric
         self.bn_splits = bn_splits
 
+    @classmethod
+    def from_config(
+        cls, config: Config, backbone: Backbone, augmentation: ViewAugmentation, data: ImageData
+    ) -> MoCo:
+        """MoCo v2 with the ``model`` and ``method`` sections of ``config``."""
+        method = config.method
+        return cls(
+            backbone,
+            augmentation,
+            proj_hidden_dim=config.model.proj_hidden_dim or backbone.feature_dim,
+            proj_dim=config.model.proj_dim,
+            temperature=method.temperature,
+            queue_size=method.queue_size,
+            momentum=method.momentum,
+            symmetric=method.symmetric,
+            bn_splits=method.bn_splits,
+        )
+
     def before_step(self, progress: float, epochs: int) -> None:
         """Momentum for this step: cosine from the base value to 1 over training."""
-        step = round(progress * SCHEDULE_RESOLUTION)
-        total = max(1, epochs * SCHEDULE_RESOLUTION)
+        step = round(progress * PROGRESS_RESOLUTION)
+        total = max(1, epochs * PROGRESS_RESOLUTION)
         self.current_momentum = cosine_schedule(
             min(step, total), total + 1, start_value=self.base_momentum, end_value=1.0
         )
@@ -115,3 +137,16 @@ class MoCo(Method):
             features=torch.stack([features_a.detach(), features_b.detach()]),
             projections=torch.stack([queries_a.detach(), projections_b.detach()]),
         )
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
+        """Online-encoder features (or queries) of two fresh views, shape (2, B, D).
+
+        Both views go through the online backbone (never the momentum encoder), in one pass
+        without BN groups; the queue and the key encoder are left untouched.
+        """
+        view_a, view_b = self.augmentation.two_views(images)
+        features = self.backbone(torch.cat([view_a, view_b]))
+        if layer == "projection":
+            features = self.projection_head(features)
+        return features.view(2, images.shape[0], -1)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from lightly.models.modules import SimCLRProjectionHead
 
-from ssl_emp.augment import ViewAugmentation
-from ssl_emp.distributed import gather_rows_with_grad, gathered_sizes, is_distributed
-from ssl_emp.losses import nt_xent_per_sample
-from ssl_emp.methods.base import Method, MethodOutput
+from ssl_emp.collectives import gather_rows_with_grad, gathered_sizes, is_distributed
+from ssl_emp.data.augment import ViewAugmentation
+from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
+from ssl_emp.methods.losses import nt_xent_per_sample
 from ssl_emp.models.backbones import Backbone
+
+if TYPE_CHECKING:
+    from ssl_emp.config import Config
+    from ssl_emp.data.dataset import ImageData
 
 
 class SimCLR(Method):
@@ -42,6 +48,20 @@ class SimCLR(Method):
         self.temperature = temperature
         self.gather_negatives = gather_negatives
 
+    @classmethod
+    def from_config(
+        cls, config: Config, backbone: Backbone, augmentation: ViewAugmentation, data: ImageData
+    ) -> SimCLR:
+        """SimCLR with the ``model`` and ``method`` sections of ``config``."""
+        return cls(
+            backbone,
+            augmentation,
+            proj_hidden_dim=config.model.proj_hidden_dim or backbone.feature_dim,
+            proj_dim=config.model.proj_dim,
+            temperature=config.method.temperature,
+            gather_negatives=config.method.gather_negatives,
+        )
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MethodOutput:
         """Per-sample NT-Xent of a uint8 batch (B, C, H, W), with both views' features.
 
@@ -64,3 +84,12 @@ class SimCLR(Method):
             features=features.detach().view(2, batch, -1),
             projections=projections.detach().view(2, batch, -1),
         )
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
+        """Backbone (or projection) features of two fresh views, shape (2, B, D)."""
+        view_a, view_b = self.augmentation.two_views(images)
+        features = self.backbone(torch.cat([view_a, view_b]))
+        if layer == "projection":
+            features = self.projection_head(features)
+        return features.view(2, images.shape[0], -1)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 from torch import nn
 
-from ssl_emp.augment import ViewAugmentation
-from ssl_emp.losses import cross_entropy_per_sample
-from ssl_emp.methods.base import Method, MethodOutput
+from ssl_emp.data.augment import ViewAugmentation, build_eval_transform
+from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
+from ssl_emp.methods.losses import cross_entropy_per_sample
 from ssl_emp.models.backbones import Backbone
+
+if TYPE_CHECKING:
+    from ssl_emp.config import Config
+    from ssl_emp.data.dataset import ImageData
 
 
 class Supervised(Method):
@@ -20,6 +26,9 @@ class Supervised(Method):
         eval_transform: deterministic transform for :meth:`predict`.
         num_classes: number of classes C.
     """
+
+    supervised: ClassVar[bool] = True
+    two_views: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -33,6 +42,15 @@ class Supervised(Method):
         self.augmentation = augmentation
         self.eval_transform = eval_transform
         self.classifier = nn.Linear(backbone.feature_dim, num_classes)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, backbone: Backbone, augmentation: ViewAugmentation, data: ImageData
+    ) -> Supervised:
+        """A classifier over ``data``'s classes; predictions resize to the training size."""
+        size = config.augment.image_size or data.image_size
+        eval_transform = build_eval_transform(size, data.image_size, data.mean, data.std)
+        return cls(backbone, augmentation, eval_transform, num_classes=data.num_classes)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> MethodOutput:
         """Per-sample cross-entropy of a uint8 batch against ``labels``."""
@@ -48,3 +66,11 @@ class Supervised(Method):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits of uint8 images without augmentation (call in eval mode)."""
         return self.classifier(self.backbone(self.eval_transform(images)))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
+        """Backbone features of one fresh training view, shape (1, B, D) (no projection head:
+        ``layer`` must be ``backbone``)."""
+        if layer != "backbone":
+            raise ValueError("supervised models have no projection layer")
+        return self.backbone(self.augmentation(images))[None]

@@ -1,7 +1,27 @@
-"""Dynamic data pruning: score table, selection rules, memory terms (DESIGN 3)."""
+"""Dynamic data pruning: score table, selection policies, memory terms (DESIGN 3)."""
 
+from ssl_emp.pruning.estimators import (
+    FeatureBank,
+    InBatchEntropy,
+    MemoryEstimator,
+    PredictionEntropy,
+    build_estimator,
+)
 from ssl_emp.pruning.memory import batch_memory, supervised_memory
 from ssl_emp.pruning.memory_bank import BankMemory
+from ssl_emp.pruning.policies import POLICIES, Policy
 from ssl_emp.pruning.pruner import Pruner
 
-__all__ = ["BankMemory", "Pruner", "batch_memory", "supervised_memory"]
+__all__ = [
+    "POLICIES",
+    "BankMemory",
+    "FeatureBank",
+    "InBatchEntropy",
+    "MemoryEstimator",
+    "Policy",
+    "PredictionEntropy",
+    "Pruner",
+    "batch_memory",
+    "build_estimator",
+    "supervised_memory",
+]

@@ -1,37 +1,36 @@
-"""The pruner: a score table plus a selection rule, usable in any PyTorch training loop.
+"""The pruner: a score table plus a selection policy, usable in any PyTorch training loop.
 
     pruner = Pruner(PruningConfig(policy="emp", rate=0.7), num_samples=N, epochs=E, seed=0)
     for epoch in range(E):
         for batch in pruner.select(epoch).split(batch_size):      # shuffle as you like
             losses = criterion(model(x[batch]), y[batch])          # reduction="none"
-            loss = pruner.update(batch, losses, memory=entropy)    # scalar to backpropagate
+            loss = pruner.step(batch, losses, memory=entropy, epoch=epoch)
             loss.backward(); ...
 
-``select`` picks the epoch's samples from the current scores; ``update`` records the losses
-(and memory terms) of the trained samples and returns their (InfoBatch-weighted) mean.
+``select`` picks the epoch's samples from the current scores; ``step`` is the one entry point
+of every loop (the toolkit's trainer uses it too): it records the losses (and memory terms)
+of the trained samples and returns their (InfoBatch-weighted) mean. Under ``torchrun`` it
+gathers every rank's values itself, so all ranks keep the same table and select alike.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ssl_emp.accounting import gini
-from ssl_emp.config import PruningConfig
-from ssl_emp.errors import UserInputError
+from ssl_emp.collectives import all_gather_rows
+from ssl_emp.data.batch import GlobalBatch
+from ssl_emp.errors import NonFiniteLossError, UserInputError
+from ssl_emp.pruning.accounting import gini
+from ssl_emp.pruning.policies import POLICIES, Policy, SelectionRequest
 from ssl_emp.pruning.score_table import ScoreTable, combine_scores
-from ssl_emp.pruning.selection import (
-    Selection,
-    keep_count,
-    select_eps_greedy,
-    select_infobatch,
-    select_random,
-    select_top,
-    ucb_values,
-)
+from ssl_emp.pruning.selection import Selection, keep_count, ucb_values
+
+if TYPE_CHECKING:
+    from ssl_emp.config import PruningConfig
 
 INFOBATCH_MAX_RATE = 0.9  # keep ratio floored at 0.1: weights of at most 10x
 
@@ -82,18 +81,19 @@ class Pruner:
         self.table = ScoreTable(num_samples, ema=config.ema, device=self.device)
         self.weights = torch.ones(num_samples, device=self.device)
         self.last_stats: dict[str, Any] = {}
+        self.last_losses: torch.Tensor | None = None
 
     @property
-    def rule(self) -> str:
-        """The selection rule (the ``emp`` preset is eps-greedy over the EMP score)."""
-        return "eps_greedy" if self.config.policy == "emp" else self.config.policy
+    def policy(self) -> Policy:
+        """The configured policy (see :data:`~ssl_emp.pruning.policies.POLICIES`)."""
+        return POLICIES[self.config.policy]
 
     @property
     def score_kind(self) -> str:
         """``emp`` when the memory term enters the score, else ``loss``."""
         if self.config.score is not None:
             return self.config.score
-        return "emp" if self.config.policy == "emp" else "loss"
+        return self.policy.default_score
 
     @property
     def keep(self) -> int:
@@ -103,7 +103,7 @@ class Pruner:
     def is_full_epoch(self, epoch: int) -> bool:
         """Whether ``epoch`` trains on all samples (full, warm-up, anneal, InfoBatch tail)."""
         config = self.config
-        if config.policy == "full" or epoch < config.warmup_epochs:
+        if self.policy.always_full or epoch < config.warmup_epochs:
             return True
         if epoch >= self.epochs - math.ceil(config.anneal * self.epochs - 1e-9):
             return True
@@ -135,16 +135,15 @@ class Pruner:
     def _choose(self, epoch: int) -> tuple[Selection, np.ndarray | None]:
         if self.is_full_epoch(epoch):
             return Selection(np.arange(self.num_samples)), None
-        rng = self._rng(epoch)
-        rule = self.rule
-        if rule == "random":
-            return select_random(self.num_samples, self.keep, rng), None
-        scores = self.scores(use_history=rule == "ucb")
-        if rule in ("topk", "ucb"):
-            return select_top(scores, self.keep, rng), scores
-        if rule == "eps_greedy":
-            return select_eps_greedy(scores, self.keep, self.config.eps, rng), scores
-        return select_infobatch(scores, self.config.rate, rng), scores
+        request = SelectionRequest(
+            num_samples=self.num_samples,
+            keep=self.keep,
+            rate=self.config.rate,
+            eps=self.config.eps,
+            rng=self._rng(epoch),
+            scores=lambda use_history: self.scores(use_history=use_history),
+        )
+        return self.policy.rule(request)
 
     def select(self, epoch: int) -> torch.Tensor:
         """The sample indices to train in ``epoch`` (sorted), on the table's device.
@@ -160,42 +159,64 @@ class Pruner:
         self.last_stats = self._selection_stats(epoch, selection.indices, scores)
         return kept
 
-    def update(
+    def step(
         self,
-        indices: torch.Tensor,
+        batch: GlobalBatch | torch.Tensor,
         per_sample_loss: torch.Tensor,
         memory: torch.Tensor | None = None,
-        epoch: int | None = None,
+        *,
+        epoch: int,
     ) -> torch.Tensor:
-        """Record the trained samples' losses (and memory terms); return the scalar loss.
+        """Record a trained batch's scores and return the scalar loss to backpropagate.
+
+        The single entry point of every training loop. Under ``torchrun`` the losses (and
+        memory terms) of every rank's shard are all-gathered here, so every rank records the
+        whole global batch and keeps an identical score table.
 
         Args:
-            indices: sample indices of the batch (into the dataset of N samples).
-            per_sample_loss: differentiable loss per sample, shape (B,).
-            memory: optional memory term per sample, shape (B,).
-            epoch: the current epoch (for the age of scores); default: last selected epoch.
+            batch: the samples trained: a :class:`~ssl_emp.data.batch.GlobalBatch`, or this
+                process's sample indices (each rank's own; gathered).
+            per_sample_loss: differentiable loss of this process's samples, in the order of
+                ``batch.local``.
+            memory: optional memory term per sample: this process's samples, or the whole
+                global batch in gathered order (as an estimator that saw every shard gives it).
+            epoch: the epoch being trained (0-based; the age of the scores).
 
         Returns:
-            ``mean(weight_i * loss_i)``: the plain mean unless InfoBatch reweights.
+            ``mean(weight_i * loss_i)`` over this process's samples: the plain mean unless
+            InfoBatch reweights.
+
+        Raises:
+            NonFiniteLossError: a loss of any rank is NaN or infinite; nothing was recorded.
+
+        Shape:
+            per_sample_loss: (B_local,); memory: (B_local,) or (B,); returns a scalar.
+
+        Example:
+            >>> from ssl_emp.config import PruningConfig
+            >>> pruner = Pruner(PruningConfig(policy="full"), num_samples=4, epochs=1, seed=0)
+            >>> losses = torch.tensor([1.0, 3.0], requires_grad=True)
+            >>> pruner.step(torch.tensor([0, 2]), losses, epoch=0)
+            tensor(2., grad_fn=<MeanBackward0>)
+            >>> pruner.table.loss.tolist(), pruner.table.train_count.tolist()
+            ([1.0, inf, 3.0, inf], [1, 0, 1, 0])
         """
-        self.record(indices, per_sample_loss, memory, epoch)
-        return self.weighted_loss(indices, per_sample_loss)
+        if not isinstance(batch, GlobalBatch):
+            batch = GlobalBatch.from_local(batch)
+        local_loss = per_sample_loss.float()
+        losses = all_gather_rows(local_loss.detach(), batch.sizes)
+        if not bool(torch.isfinite(losses).all()):
+            raise NonFiniteLossError(f"{int((~torch.isfinite(losses)).sum())} non-finite losses")
+        if memory is not None and len(memory) != len(batch):
+            memory = all_gather_rows(memory.detach(), batch.sizes)
+        self.table.record(batch.gathered.to(self.device), losses, memory, epoch)
+        self.last_losses = losses
+        weights = self.weights[batch.local.to(self.device)]
+        return (weights.to(local_loss.device, local_loss.dtype) * local_loss).mean()
 
-    def record(
-        self,
-        indices: torch.Tensor,
-        per_sample_loss: torch.Tensor,
-        memory: torch.Tensor | None = None,
-        epoch: int | None = None,
-    ) -> None:
-        """Record losses (and memory terms) of trained samples in the score table."""
-        seen_epoch = self.last_stats.get("epoch", 0) if epoch is None else epoch
-        self.table.record(indices.to(self.device), per_sample_loss.detach(), memory, seen_epoch)
-
-    def weighted_loss(self, indices: torch.Tensor, per_sample_loss: torch.Tensor) -> torch.Tensor:
-        """``mean(weight_i * loss_i)`` with the policy's per-sample weights (1 unless InfoBatch)."""
-        weights = self.weights[indices.to(self.device)]
-        return (weights.to(per_sample_loss.device, per_sample_loss.dtype) * per_sample_loss).mean()
+    def set_memory(self, memory: torch.Tensor) -> None:
+        """Replace every sample's memory term (an estimator that re-scores all samples)."""
+        self.table.set_memory(memory.to(self.device))
 
     def _selection_stats(
         self, epoch: int, kept: np.ndarray, scores: np.ndarray | None

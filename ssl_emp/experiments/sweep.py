@@ -13,17 +13,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ssl_emp.checkpoint import list_checkpoints
 from ssl_emp.config import load_config
+from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
+from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
+from ssl_emp.experiments.train import train
 from ssl_emp.io import write_json
-from ssl_emp.knn import knn_run
-from ssl_emp.probe import probe_run
-from ssl_emp.run_dir import RunDirectory
-from ssl_emp.trainer import Trainer
+from ssl_emp.methods import method_class
+from ssl_emp.pruning import POLICIES
 
 MANIFEST = "sweep.json"
-POLICIES = ("full", "random", "topk", "eps_greedy", "ucb", "infobatch", "emp")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def plan_runs(
 
 def training_finished(run_dir: Path) -> bool:
     """A run is finished once its trainer wrote ``scores.npz`` (after the last epoch)."""
-    return (run_dir / "scores.npz").is_file()
+    return RunDirectory(run_dir).scores_path.is_file()
 
 
 def sweep(
@@ -112,7 +112,7 @@ def sweep(
         run_dir = root / run.name
         if training_finished(run_dir):
             action = "done"
-        elif list_checkpoints(run_dir / "checkpoints"):
+        elif list_checkpoints(RunDirectory(run_dir).checkpoint_dir):
             action = "resume"
         else:
             action = "start"
@@ -123,13 +123,11 @@ def sweep(
             config_path, [*overrides, *run.overrides, f"run.dir={run_dir}", *flags[action]]
         )
         if action != "done":
-            Trainer(config).fit()
-        supervised = config.method.name == "supervised"
-        if evaluate and not supervised:
-            if not (run_dir / "probe.json").is_file():
-                probe_run(str(run_dir))
-            if not (run_dir / "knn.json").is_file():
-                knn_run(str(run_dir))
+            train(config)
+        if evaluate and not method_class(config.method.name).supervised:
+            for evaluator in (LinearProbe(), WeightedKnn()):
+                if not RunDirectory(run_dir).result_path(evaluator.name).is_file():
+                    evaluate_run(evaluator, str(run_dir))
         statuses.append({**asdict(run), "action": action, "seconds": time.perf_counter() - started})
         write_json(root / MANIFEST, {"config": config_path, "runs": statuses})
     return statuses
@@ -145,7 +143,7 @@ def find_run_dirs(paths: Sequence[str]) -> list[Path]:
             continue
         if not path.is_dir():
             raise UserInputError(f"{path} does not exist; pass run or sweep directories")
-        children = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+        children = sorted(p for p in path.iterdir() if RunDirectory(p).config_path.is_file())
         if not children:
             raise UserInputError(
                 f"{path} holds no run directories (no */config.yaml); pass a sweep directory"

@@ -12,9 +12,7 @@ from torch import nn
 
 from ssl_emp.config import EvalConfig
 from ssl_emp.data import ImageData
-from ssl_emp.evaluation import load_run_for_evaluation
-from ssl_emp.features import extract_features
-from ssl_emp.io import write_json
+from ssl_emp.eval.features import extract_features
 
 
 @dataclass
@@ -103,17 +101,3 @@ def linear_probe(
         test_samples=len(test),
         wall_time_s=time.perf_counter() - started,
     )
-
-
-def probe_run(run_dir: str, overrides: list[str] | None = None) -> ProbeResult:
-    """``ssl-emp linear-probe``: probe the newest checkpoint of a run; writes ``probe.json``.
-
-    Args:
-        run_dir: the pretraining run directory.
-        overrides: ``eval.*`` (or ``train.device``) overrides, e.g. ``eval.probe_epochs=50``.
-    """
-    run, config, train, test, backbone = load_run_for_evaluation(run_dir, overrides)
-    image_size = config.augment.image_size or train.image_size
-    result = linear_probe(backbone, train, test, image_size, config.eval, seed=config.seed)
-    write_json(run.path / "probe.json", result.to_dict())
-    return result

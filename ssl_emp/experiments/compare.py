@@ -27,10 +27,12 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ssl_emp.config import config_from_dict, read_yaml
+from ssl_emp.engine.run_dir import RunDirectory
+from ssl_emp.experiments.sweep import find_run_dirs
 from ssl_emp.io import atomic_write, read_jsonl
-from ssl_emp.sweep import find_run_dirs
+from ssl_emp.pruning import POLICIES
 
-POLICY_ORDER = ("full", "random", "topk", "infobatch", "ucb", "eps_greedy", "emp")
+POLICY_ORDER = tuple(POLICIES)
 COLUMNS = [
     "run",
     "method",
@@ -72,15 +74,22 @@ def variant_name(policy: str, score: str, beta: float, estimator: str, sweep_bet
 
 def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per run with its settings, budget and accuracies."""
-    configs = {path: config_from_dict(read_yaml(path / "config.yaml")) for path in run_dirs}
+    configs = {
+        path: config_from_dict(read_yaml(RunDirectory(path).config_path)) for path in run_dirs
+    }
     emp_betas = {c.pruning.beta for c in configs.values() if c.pruning.policy == "emp"}
     rows = []
     for path, config in configs.items():
         pruning = config.pruning
-        score = pruning.score or ("emp" if pruning.policy == "emp" else "loss")
-        metrics = read_jsonl(path / "metrics.jsonl")
+        score = pruning.score or POLICIES[pruning.policy].default_score
+        run = RunDirectory(path)
+        metrics = read_jsonl(run.metrics_path)
         last = metrics[-1] if metrics else {}
-        results = {name: _read_json(path / f"{name}.json") for name in ("probe", "knn", "eval")}
+        results = {
+            "probe": _read_json(run.result_path("probe")),
+            "knn": _read_json(run.result_path("knn")),
+            "eval": _read_json(run.eval_path),
+        }
         rows.append(
             {
                 "run": path.name,
@@ -90,7 +99,7 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "variant": variant_name(
                     pruning.policy, score, pruning.beta, config.memory.estimator, len(emp_betas) > 1
                 ),
-                "rate": 0.0 if pruning.policy == "full" else pruning.rate,
+                "rate": 0.0 if POLICIES[pruning.policy].always_full else pruning.rate,
                 "seed": config.seed,
                 "beta": pruning.beta if score == "emp" else None,
                 "estimator": config.memory.estimator if score == "emp" else None,
@@ -246,7 +255,7 @@ def plot_train_counts(rows: list[dict[str, Any]], path: BinaryIO) -> None:
         for j, rate in enumerate(rates):
             axis = axes[i][j]
             members = [r for r in rows if r["variant"] == variant and r["rate"] == rate]
-            scores = Path(members[0]["dir"]) / "scores.npz" if members else None
+            scores = RunDirectory(members[0]["dir"]).scores_path if members else None
             if scores is None or not scores.is_file():
                 axis.axis("off")
                 continue

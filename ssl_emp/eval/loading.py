@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_emp.checkpoint import load_latest_checkpoint
 from ssl_emp.config import Config, config_from_dict
 from ssl_emp.data import ImageData, build_datasets
-from ssl_emp.device import resolve_device
+from ssl_emp.engine.checkpoint import load_latest_checkpoint
+from ssl_emp.engine.device import resolve_device
+from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
 from ssl_emp.methods import build_method
-from ssl_emp.run_dir import RunDirectory
 
 EVALUATION_OVERRIDES = ("eval.", "train.device=", "train.threads=")
 

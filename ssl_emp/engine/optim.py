@@ -14,9 +14,10 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from ssl_emp.config import TrainConfig
+from ssl_emp.methods.base import PROGRESS_RESOLUTION
 
 # Resolution of the schedule: progress is expressed in 1/SCHEDULE_RESOLUTION of an epoch.
-SCHEDULE_RESOLUTION = 100_000
+SCHEDULE_RESOLUTION = PROGRESS_RESOLUTION
 
 
 def peak_learning_rate(config: TrainConfig) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_emp.augment import build_eval_transform
 from ssl_emp.data import ImageData
+from ssl_emp.data.augment import build_eval_transform
 
 
 @torch.no_grad()

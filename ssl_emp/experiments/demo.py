@@ -10,12 +10,12 @@ import torch
 
 from ssl_emp.config import Config, load_config
 from ssl_emp.data import build_datasets
-from ssl_emp.evaluation import load_trained_backbone
+from ssl_emp.engine.seeding import seed_everything
+from ssl_emp.eval import LinearProbe
+from ssl_emp.eval.loading import load_trained_backbone
+from ssl_emp.experiments.train import build_trainer
 from ssl_emp.io import write_json
 from ssl_emp.methods import build_method
-from ssl_emp.probe import linear_probe
-from ssl_emp.seeding import seed_everything
-from ssl_emp.trainer import Trainer
 
 DEFAULT_DEMO_CONFIG = "configs/simclr_fashion_mnist.yaml"
 DEMO_RUN_DIR = "runs/demo"
@@ -41,20 +41,20 @@ def run_demo(config: Config) -> dict[str, float]:
     train, test = build_datasets(
         config.data, seed=config.seed, image_size=config.augment.image_size
     )
-    trainer = Trainer(config, train_data=train)
+    trainer = build_trainer(config, train_data=train, test_data=test)
     trainer.fit()
     pretrain_s = time.perf_counter() - started
-    image_size = config.augment.image_size or train.image_size
     device = trainer.device
+    probe = LinearProbe()
 
     print("linear probe on the pretrained backbone ...", flush=True)
     backbone = load_trained_backbone(trainer.run, config, train, device)
-    pretrained = linear_probe(backbone, train, test, image_size, config.eval, seed=config.seed)
+    pretrained = probe.evaluate(backbone, train, test, config)
 
     print("linear probe on a randomly initialised backbone ...", flush=True)
     seed_everything(config.seed)
     random_backbone = build_method(config, train).backbone.to(device)
-    baseline = linear_probe(random_backbone, train, test, image_size, config.eval, seed=config.seed)
+    baseline = probe.evaluate(random_backbone, train, test, config)
 
     margin = pretrained.top1 - baseline.top1
     result = {
@@ -64,8 +64,8 @@ def run_demo(config: Config) -> dict[str, float]:
         "pretrain_wall_time_s": pretrain_s,
         "total_wall_time_s": time.perf_counter() - started,
     }
-    write_json(trainer.run.path / "probe.json", pretrained.to_dict())
-    write_json(trainer.run.path / "demo.json", result)
+    write_json(trainer.run.result_path(probe.name), pretrained.to_dict())
+    write_json(trainer.run.demo_path, result)
     print()
     print(
         f"SimCLR demo: {config.model.backbone} (width {config.model.width}), "

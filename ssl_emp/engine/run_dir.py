@@ -1,11 +1,16 @@
 """The run directory: resolved config, per-epoch metrics, checkpoints and results.
 
-Layout::
+:class:`RunDirectory` owns every artefact's path; nothing else spells a file name. Layout::
 
     RUN_DIR/config.yaml       resolved configuration
     RUN_DIR/metrics.jsonl     one JSON object per epoch
-    RUN_DIR/checkpoints/      the last two epoch checkpoints
+    RUN_DIR/checkpoints/      the last two epoch checkpoints (and mid-epoch ones)
+    RUN_DIR/scores.npz        per-sample score, memory, train_count, loss, last_seen, labels
+    RUN_DIR/label_noise.npz   supervised runs with data.label_noise: which labels flipped
+    RUN_DIR/eval.json         supervised runs: test top-1
     RUN_DIR/probe.json        linear-probe result (``top1``)
+    RUN_DIR/knn.json          weighted-kNN result (``top1``)
+    RUN_DIR/demo.json         ``ssl-emp demo``: pretrained vs random-init probe
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from ssl_emp.io import append_jsonl, read_jsonl, write_jsonl, write_yaml
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+SCORES_FILE = "scores.npz"
+LABEL_NOISE_FILE = "label_noise.npz"
+EVAL_FILE = "eval.json"
+DEMO_FILE = "demo.json"
 # Keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = {
     "run.resume",
@@ -70,6 +79,26 @@ class RunDirectory:
     @property
     def checkpoint_dir(self) -> Path:
         return self.path / CHECKPOINT_DIR
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / SCORES_FILE
+
+    @property
+    def label_noise_path(self) -> Path:
+        return self.path / LABEL_NOISE_FILE
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / EVAL_FILE
+
+    @property
+    def demo_path(self) -> Path:
+        return self.path / DEMO_FILE
+
+    def result_path(self, evaluator: str) -> Path:
+        """Where an evaluator's result goes: ``probe.json``, ``knn.json``."""
+        return self.path / f"{evaluator}.json"
 
     @classmethod
     def prepare(cls, config: Config) -> RunDirectory:

@@ -17,9 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_emp.data import ImageData
-from ssl_emp.evaluation import load_run_for_evaluation
-from ssl_emp.features import extract_features
-from ssl_emp.io import write_json
+from ssl_emp.eval.features import extract_features
 from ssl_emp.neighbours import faiss_available, search
 
 
@@ -88,12 +86,3 @@ def knn_accuracy(
         test_samples=len(test),
         wall_time_s=time.perf_counter() - started,
     )
-
-
-def knn_run(run_dir: str, overrides: list[str] | None = None) -> KnnResult:
-    """``ssl-emp knn``: kNN on the newest checkpoint of a run; writes ``knn.json``."""
-    run, config, train, test, backbone = load_run_for_evaluation(run_dir, overrides)
-    image_size = config.augment.image_size or train.image_size
-    result = knn_accuracy(backbone, train, test, image_size, config.eval.knn_k, config.eval.knn_t)
-    write_json(run.path / "knn.json", result.to_dict())
-    return result

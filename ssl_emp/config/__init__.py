@@ -1,0 +1,46 @@
+"""Typed run configuration: the schema (:mod:`~ssl_emp.config.schema`) and its loading with
+one-line errors (:mod:`~ssl_emp.config.loading`)."""
+
+from ssl_emp.config.loading import (
+    config_from_dict,
+    describe_options,
+    literal_choices,
+    load_config,
+    read_yaml,
+)
+from ssl_emp.config.schema import (
+    AugmentConfig,
+    Config,
+    DataConfig,
+    EvalConfig,
+    FeatureLayer,
+    MemoryConfig,
+    MethodConfig,
+    MethodName,
+    ModelConfig,
+    PolicyName,
+    PruningConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "FeatureLayer",
+    "MemoryConfig",
+    "MethodConfig",
+    "MethodName",
+    "ModelConfig",
+    "PolicyName",
+    "PruningConfig",
+    "RunConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "describe_options",
+    "literal_choices",
+    "load_config",
+    "read_yaml",
+]

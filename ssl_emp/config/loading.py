@@ -1,0 +1,205 @@
+"""Loading a configuration: YAML files plus dotted ``key=value`` overrides, every key checked.
+
+Loading checks every key, type, ``Literal`` choice and numeric range and raises
+:class:`~ssl_emp.errors.UserInputError` with a one-line message naming the key and what is
+allowed, so the CLI can exit with code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_emp.config.schema import Config
+from ssl_emp.errors import UserInputError
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _union_members(tp: Any) -> tuple[Any, ...]:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def literal_choices(tp: Any) -> tuple[str, ...] | None:
+    """The names a ``Literal`` type (possibly ``| None``) allows, else None."""
+    for member in _union_members(tp):
+        if typing.get_origin(member) is typing.Literal:
+            return typing.get_args(member)
+    return None
+
+
+def _allowed_types(tp: Any) -> tuple[Any, ...]:
+    return tuple(
+        str if typing.get_origin(member) is typing.Literal else member
+        for member in _union_members(tp)
+    )
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    parts = [names.get(t, "null") if t is not type(None) else "null" for t in _allowed_types(tp)]
+    return " or ".join(parts)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` as type ``tp`` or raise a one-line error naming ``key``."""
+    allowed = _allowed_types(tp)
+    if value is None:
+        if type(None) in allowed:
+            return None
+    elif isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, int | float) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    raise UserInputError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _check_rules(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    choices = literal_choices(tp)
+    if choices is not None and value not in choices:
+        raise UserInputError(
+            f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}"
+        )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserInputError(f"config key '{key}' must be finite, got {value!r}")
+        bounds = [
+            ("ge", lambda v, b: v >= b, ">="),
+            ("gt", lambda v, b: v > b, ">"),
+            ("le", lambda v, b: v <= b, "<="),
+            ("lt", lambda v, b: v < b, "<"),
+        ]
+        wanted = [f"{sign} {meta[name]}" for name, _, sign in bounds if name in meta]
+        for name, ok, _ in bounds:
+            if name in meta and not ok(value, meta[name]):
+                raise UserInputError(
+                    f"config key '{key}' must be {' and '.join(wanted)}; got {value!r}"
+                )
+
+
+def _unknown_key(key: str, allowed: list[str]) -> UserInputError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserInputError(
+        f"unknown config key '{key}'{hint}; allowed here: {', '.join(sorted(allowed))}"
+    )
+
+
+def _apply(target: Any, values: dict[str, Any], prefix: str) -> None:
+    """Set ``values`` on the dataclass ``target``, checking every key, type and rule."""
+    hints = typing.get_type_hints(type(target))
+    known = {f.name: f for f in dataclasses.fields(target)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in known:
+            raise _unknown_key(key, list(known))
+        tp = hints[name]
+        if _is_section(tp):
+            if not isinstance(value, dict):
+                raise UserInputError(
+                    f"config key '{key}' is a section; give it as a mapping of keys, "
+                    f"e.g. {key}.{next(iter(f.name for f in dataclasses.fields(tp)))}=..."
+                )
+            _apply(getattr(target, name), value, prefix=f"{key}.")
+            continue
+        coerced = _coerce(key, value, tp)
+        _check_rules(key, coerced, tp, known[name].metadata)
+        setattr(target, name, coerced)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserInputError(
+            f"override '{text}' is not of the form key=value (e.g. train.epochs=5)"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserInputError(f"override '{text}' has no key (e.g. train.epochs=5)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line ``UserInputError``."""
+    if not path.is_file():
+        raise UserInputError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise UserInputError(
+            f"YAML syntax error in {path}{where}: {problem}; fix the file"
+        ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserInputError(f"config file {path} must hold a mapping of sections, not a list")
+    return loaded
+
+
+def config_from_dict(values: dict[str, Any], overrides: typing.Sequence[str] = ()) -> Config:
+    """Build a checked :class:`Config` from a nested dict and dotted ``key=value`` overrides."""
+    config = Config()
+    _apply(config, values, prefix="")
+    for text in overrides:
+        path, value = _parse_override(text)
+        nested: Any = value
+        for part in reversed(path):
+            nested = {part: nested}
+        _apply(config, nested, prefix="")
+    return config
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        UserInputError: on a missing file, YAML syntax error, unknown key, wrong type or a
+            value out of range; the message names the key and what is allowed.
+    """
+    values = read_yaml(Path(path)) if path is not None else {}
+    return config_from_dict(values, overrides)
+
+
+def describe_options() -> str:
+    """Every config key with its default and help text, for ``--help``."""
+    lines: list[str] = []
+
+    def walk(section: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(type(section))
+        for f in dataclasses.fields(section):
+            if _is_section(hints[f.name]):
+                walk(getattr(section, f.name), prefix=f"{prefix}{f.name}.")
+                continue
+            meta = f.metadata
+            choices = literal_choices(hints[f.name])
+            allowed = f" {{{'|'.join(choices)}}}" if choices else ""
+            default = getattr(section, f.name)
+            lines.append(f"  {prefix}{f.name}{allowed} (default {default!r}): {meta['help']}")
+
+    walk(Config(), prefix="")
+    return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""The run configuration's schema: one dataclass per section, one field per key.
+
+Every key is a dataclass field whose metadata says what it means (``help``) and, for
+numbers, the allowed range; keys with a fixed set of values are typed with a ``Literal``,
+which is the one list of allowed names (the method and policy registries check themselves
+against ``MethodName`` and ``PolicyName``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic"]
+BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
+MethodName = Literal["simclr", "moco", "supervised"]
+AugmentPreset = Literal["simclr", "mocov2", "supervised"]
+OptimizerName = Literal["sgd", "lars", "adamw"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+NonFiniteAction = Literal["stop", "skip"]
+PolicyName = Literal["full", "random", "topk", "infobatch", "ucb", "eps_greedy", "emp"]
+ScoreKind = Literal["loss", "emp"]
+CombineRule = Literal["zscore", "raw"]
+EstimatorName = Literal["batch", "bank"]
+FeatureLayer = Literal["backbone", "projection"]
+Normalization = Literal["log", "none"]
+
+
+def _option(default: Any, help: str, **rules: Any) -> Any:  # noqa: A002 - "help" reads best
+    """A config field with its help text and validation rules (ge, gt, le, lt)."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+@dataclass
+class DataConfig:
+    """Where the training and test images come from."""
+
+    source: DataSource = _option("fashion_mnist", "dataset to train on")
+    root: str | None = _option(
+        None,
+        "dataset directory (fashion_mnist: /usr/share/datasets/fashion-mnist; image_folder: a "
+        "folder with train/ and test/ (or val/) class sub-folders)",
+    )
+    subset: int | None = _option(
+        None, "train on a seeded, class-balanced subset of this many samples", ge=1
+    )
+    test_subset: int | None = _option(
+        None, "evaluate on a seeded, class-balanced subset of the test split", ge=1
+    )
+    download: bool = _option(False, "let torchvision download CIFAR if it is missing")
+    label_noise: float = _option(
+        0.0,
+        "train-supervised: fraction of training labels replaced by a different class (seeded)",
+        ge=0.0,
+        lt=1.0,
+    )
+    synthetic_size: int = _option(512, "number of synthetic training samples", ge=2)
+    synthetic_classes: int = _option(4, "number of synthetic classes", ge=2)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and projection head."""
+
+    backbone: BackboneName = _option("resnet_small", "encoder")
+    cifar_stem: bool = _option(
+        True, "3x3 stride-1 first convolution and no max-pool (for 28-64 px images)"
+    )
+    width: int = _option(16, "base channel width of resnet_small", ge=4)
+    proj_hidden_dim: int | None = _option(
+        None, "hidden width of the projection head (default: the backbone's feature size)", ge=1
+    )
+    proj_dim: int = _option(128, "output dimension of the projection head", ge=1)
+    channels_last: bool = _option(
+        True, "channels-last memory format for the backbone (faster convolutions)"
+    )
+
+
+@dataclass
+class MethodConfig:
+    """Self-supervised objective."""
+
+    name: MethodName = _option(
+        "simclr", "training method (supervised runs through `ssl-emp train-supervised`)"
+    )
+    temperature: float = _option(0.2, "softmax temperature tau of the contrastive loss", gt=0.0)
+    queue_size: int = _option(4096, "moco: number of keys in the queue of negatives", ge=1)
+    momentum: float = _option(
+        0.99,
+        "moco: start value of the key encoder's momentum (cosine schedule to 1)",
+        ge=0.0,
+        le=1.0,
+    )
+    symmetric: bool = _option(False, "moco: average the loss over both view orders")
+    gather_negatives: bool = _option(
+        True, "simclr under torchrun: use every rank's views as negatives (global batch)"
+    )
+    bn_splits: int = _option(
+        4,
+        "moco: batch-norm groups; queries and shuffled keys are encoded in this many chunks "
+        "so their BN statistics differ (single-device shuffle-BN)",
+        ge=1,
+    )
+
+
+@dataclass
+class AugmentConfig:
+    """Batched kornia augmentation on the data's device."""
+
+    preset: AugmentPreset = _option("simclr", "augmentation preset")
+    image_size: int | None = _option(
+        None, "side length of the augmented views (default: the dataset's own)", ge=8
+    )
+    crop_min_scale: float = _option(
+        0.2, "smallest area fraction kept by the random resized crop", gt=0.0, le=1.0
+    )
+    jitter_strength: float = _option(0.5, "colour-jitter strength s (SimCLR's 0.8*s, 0.2*s)", ge=0)
+    blur: bool | None = _option(
+        None, "Gaussian blur (default: on for images of 64 px and more, off below)"
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and training-loop settings."""
+
+    epochs: int = _option(20, "passes over the (kept) training data", ge=1)
+    batch_size: int = _option(256, "samples per step (each gives two views)", ge=2)
+    optimizer: OptimizerName = _option("sgd", "optimizer")
+    lr: float = _option(
+        0.3, "peak learning rate, scaled by batch_size/256 (SimCLR's linear rule)", gt=0.0
+    )
+    momentum: float = _option(0.9, "momentum of sgd and lars", ge=0.0, lt=1.0)
+    weight_decay: float = _option(5e-4, "weight decay", ge=0.0)
+    warmup_epochs: float = _option(
+        1.0, "linear learning-rate warm-up, in epochs of training progress", ge=0.0
+    )
+    device: DeviceName = _option("auto", "training device")
+    amp: bool = _option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
+    threads: int | None = _option(None, "CPU threads for torch (default: torch's choice)", ge=1)
+    progress: bool = _option(True, "show a tqdm progress bar")
+    checkpoint_every: int = _option(
+        0,
+        "also checkpoint every n optimizer steps inside an epoch (0 = at epoch ends only)",
+        ge=0,
+    )
+    sync_bn: bool = _option(
+        False, "multi-GPU (torchrun): convert batch norms to SyncBatchNorm (CUDA only)"
+    )
+    dist_timeout_s: float = _option(
+        300.0, "multi-process: seconds a collective may wait for a peer before failing", gt=0.0
+    )
+    on_nonfinite: NonFiniteAction = _option(
+        "stop", "a non-finite loss: stop the run (the last good checkpoint stays) or skip the step"
+    )
+
+
+@dataclass
+class PruningConfig:
+    """Dynamic data pruning: which samples each epoch trains on (DESIGN 3.3)."""
+
+    policy: PolicyName = _option("full", "selection policy (emp = eps_greedy over the EMP score)")
+    rate: float = _option(
+        0.5,
+        "pruning rate s: hard-rate policies keep K = ceil((1 - s) N) samples per epoch; "
+        "infobatch prunes below-mean samples with this probability",
+        ge=0.0,
+        lt=1.0,
+    )
+    score: ScoreKind | None = _option(
+        None,
+        "what is ranked: loss, or emp = loss combined with beta * memory (default: emp for "
+        "policy emp, loss otherwise)",
+    )
+    combine: CombineRule = _option(
+        "zscore",
+        "how the EMP score combines loss and memory: zscore = z(loss) + beta z(memory); "
+        "raw = loss + beta memory",
+    )
+    beta: float = _option(1.0, "weight of the memory term (may be negative)")
+    eps: float = _option(
+        0.1,
+        "eps_greedy/emp: fraction of the kept set drawn uniformly from the rest",
+        ge=0.0,
+        le=1.0,
+    )
+    ucb_c: float = _option(1.0, "ucb: weight c of the score's standard deviation", ge=0.0)
+    ema: float = _option(
+        0.8, "ucb: EMA factor of the per-sample score mean and variance", ge=0.0, lt=1.0
+    )
+    delta: float = _option(
+        0.875,
+        "infobatch: fraction of the epochs that prune; the rest train on all data",
+        gt=0.0,
+        le=1.0,
+    )
+    warmup_epochs: int = _option(1, "epochs on the full data before pruning starts", ge=0)
+    anneal: float = _option(
+        0.0, "final fraction of the epochs trained on the full data", ge=0.0, lt=1.0
+    )
+
+
+@dataclass
+class MemoryConfig:
+    """The memory term of the EMP score (DESIGN 3.2)."""
+
+    estimator: EstimatorName = _option(
+        "batch",
+        "batch = entropy over the in-batch InfoNCE candidates; bank = entropy over faiss "
+        "nearest neighbours in a bank of every sample's latest feature",
+    )
+    layer: FeatureLayer = _option("backbone", "features the memory term is computed on")
+    center: bool = _option(
+        True, "subtract the mean feature before the cosine (without it the term is ~constant)"
+    )
+    tau: float = _option(0.1, "temperature tau_m of the memory softmax", gt=0.0)
+    k: int = _option(32, "bank: number of nearest neighbours", ge=1)
+    refresh_every: int = _option(
+        0, "bank: re-embed every sample (no grad) every n epochs; 0 = never", ge=0
+    )
+    normalize: Normalization = _option(
+        "log", "log = divide by log(candidates) into [0, 1]; none = raw nats"
+    )
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on frozen features: linear probe and weighted kNN."""
+
+    probe_epochs: int = _option(100, "epochs of the linear classifier on frozen features", ge=1)
+    probe_lr: float = _option(1e-2, "learning rate of the probe (Adam)", gt=0.0)
+    probe_batch_size: int = _option(256, "mini-batch size of the probe", ge=1)
+    probe_weight_decay: float = _option(1e-5, "weight decay of the probe", ge=0.0)
+    knn_k: int = _option(200, "kNN: number of neighbours", ge=1)
+    knn_t: float = _option(0.1, "kNN: temperature of the similarity weights exp(sim / t)", gt=0.0)
+    knn_every: int = _option(
+        0, "pretraining: kNN monitor on the test split every n epochs (0 = off)", ge=0
+    )
+
+
+@dataclass
+class RunConfig:
+    """Run directory handling."""
+
+    dir: str = _option("runs/simclr_fashion_mnist", "run directory (created)")
+    resume: bool = _option(False, "continue from the newest checkpoint in run.dir")
+    overwrite: bool = _option(False, "delete an existing run.dir and start over")
+
+
+@dataclass
+class Config:
+    """A whole run: one section per concern, plus the seed."""
+
+    seed: int = _option(0, "seed of every random number generator", ge=0)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict (for ``config.yaml`` and checkpoints)."""
+        return dataclasses.asdict(self)

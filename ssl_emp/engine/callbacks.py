@@ -1,0 +1,240 @@
+"""Callbacks: what happens around the training loop, each in one small object.
+
+The :class:`~ssl_emp.engine.trainer.Trainer` calls every callback, in the order given, at
+four points: the start of ``fit``, the end of each step, the end of each epoch (with the
+epoch's :class:`~ssl_emp.engine.state.EpochRecord`, which monitors may extend before the
+metrics writer sees it) and the end of ``fit``. Monitors that evaluate the model live in
+:mod:`ssl_emp.eval.monitors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ssl_emp.collectives import all_gather_objects
+from ssl_emp.engine.checkpoint import load_latest_checkpoint, save_checkpoint
+from ssl_emp.engine.seeding import capture_rng_state, restore_rng_state
+from ssl_emp.engine.state import EpochRecord, TrainState
+from ssl_emp.errors import UserInputError
+from ssl_emp.io import atomic_write
+
+if TYPE_CHECKING:
+    from ssl_emp.engine.trainer import Trainer
+
+MIN_MEMORY_SPREAD = 0.005  # std of the memory term below which it cannot rank samples
+
+
+class Callback:
+    """Hooks around the loop; every method is optional."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first epoch of ``fit`` (after a resume is possible)."""
+
+    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+        """After an optimizer step of an epoch of ``batches_in_epoch`` batches."""
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        """After an epoch; ``record`` may be extended (``record.monitors``)."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """When ``fit`` returns (``trainer.finished`` tells whether all epochs are done)."""
+
+
+class Checkpointer(Callback):
+    """Exact resume: writes a checkpoint after every epoch and every ``train.checkpoint_every``
+    steps inside an epoch; :meth:`restore` loads the newest one (``run.resume``).
+
+    A checkpoint holds the model, optimizer, loop state, pruner, estimator state and every
+    rank's RNG states, so a resumed run continues bit for bit.
+    """
+
+    def restore(self, trainer: Trainer) -> None:
+        """Load the newest readable checkpoint into ``trainer`` (a missing one is no error)."""
+        run, config, context = trainer.run, trainer.config, trainer.context
+        found = load_latest_checkpoint(run.checkpoint_dir)
+        if found is None:
+            trainer.log(f"no checkpoint in {run.checkpoint_dir} yet; starting from epoch 0")
+            return
+        path, payload = found
+        if payload.get("method") != config.method.name:
+            raise UserInputError(
+                f"checkpoint {path} is from method '{payload.get('method')}', not "
+                f"'{config.method.name}'; use a run.dir of the same method"
+            )
+        saved_world = payload.get("world_size", 1)
+        if saved_world != context.world_size:
+            raise UserInputError(
+                f"checkpoint {path} was written by {saved_world} process(es) but this run has "
+                f"{context.world_size}; resume with the same number (torchrun "
+                f"--nproc_per_node={saved_world}), since batch shards and RNG streams depend on it"
+            )
+        trainer.model.load_state_dict(payload["model"])
+        trainer.optimizer.load_state_dict(payload["optimizer"])
+        trainer.pruner.load_state_dict(payload["pruner"])
+        trainer.estimator.load_state_dict(payload["bank"])
+        trainer.state = TrainState(**payload["state"])
+        restore_rng_state(payload["rng"][context.rank])
+        if context.is_main:
+            run.truncate_metrics(trainer.state.epoch)
+        trainer.log(f"resumed from {path} (epoch {trainer.state.epoch})")
+
+    def save(self, trainer: Trainer, mid_epoch: bool = False) -> None:
+        """Write a checkpoint (rank 0 writes; every rank contributes its RNG state)."""
+        payload: dict[str, Any] = {
+            "method": trainer.config.method.name,
+            "config": trainer.config.to_dict(),
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "state": asdict(trainer.state),
+            "pruner": trainer.pruner.state_dict(),
+            "bank": trainer.estimator.state_dict(),
+            "rng": all_gather_objects(capture_rng_state()),  # one state per rank
+            "world_size": trainer.context.world_size,
+        }
+        if trainer.context.is_main:
+            step = trainer.state.step if mid_epoch else None
+            save_checkpoint(trainer.run.checkpoint_dir, trainer.state.epoch, payload, step=step)
+
+    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+        every, state = trainer.config.train.checkpoint_every, trainer.state
+        if every and state.step % every == 0 and state.epoch_batches_done < batches_in_epoch:
+            trainer.sync_epoch_progress()
+            self.save(trainer, mid_epoch=True)
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        self.save(trainer)
+
+
+class MetricsLogger(Callback):
+    """The run's header line, one ``metrics.jsonl`` record and one console line per epoch."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        config, pruning = trainer.config, trainer.config.pruning
+        pruning_text = (
+            "no pruning"
+            if trainer.pruner.policy.always_full
+            else f"pruning {pruning.policy} rate {pruning.rate} score {trainer.pruner.score_kind}"
+        )
+        verb = "training" if trainer.model.supervised else "pretraining"
+        world = trainer.context.world_size
+        processes = f" x {world} processes" if trainer.context.enabled else ""
+        data = trainer.data
+        trainer.log(
+            f"{verb} {config.method.name} / {config.model.backbone} on {data.name} "
+            f"({len(data)} samples, {data.image_size}px) on {trainer.device}{processes} "
+            f"for {config.train.epochs} epochs, {pruning_text} -> {trainer.run.path}"
+        )
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        values = record.to_dict()
+        if trainer.context.is_main:
+            trainer.run.append_metrics(values)
+        memory = values.get("memory_mean")
+        extra = f"  memory {memory:.3f}±{values['memory_std']:.3f}" if memory else ""
+        if "test_top1" in values:
+            extra += f"  test {100 * values['test_top1']:.2f}%"
+        if "knn_top1" in values:
+            extra += f"  kNN {100 * values['knn_top1']:.2f}%"
+        trainer.log(
+            f"epoch {record.epoch:3d}/{trainer.config.train.epochs}  loss {record.loss:.4f}  "
+            f"kept {record.kept}  eff.rate {record.effective_rate:.3f}  "
+            f"gini {values['train_count_gini']:.3f}{extra}  "
+            f"{record.images_per_s:.0f} img/s  {record.wall_time_s:.1f}s"
+        )
+
+
+class FlatMemoryWarning(Callback):
+    """Say once when the EMP score's memory term has (almost) no spread: it then changes no
+    ranking (e.g. uncentred post-ReLU features)."""
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        spread = record.pruning.get("memory_std")
+        if trainer.pruner.score_kind != "emp" or spread is None or spread >= MIN_MEMORY_SPREAD:
+            return
+        if not self.warned:
+            self.warned = True
+            trainer.log(
+                f"warning: the memory term spreads only {spread:.4f} (mean "
+                f"{record.pruning['memory_mean']:.4f}); it carries little ranking signal. Check "
+                "memory.center=true, or lower memory.tau"
+            )
+
+
+class ScoresWriter(Callback):
+    """``scores.npz`` at the end of training: per-sample score, memory, train_count, loss,
+    last_seen and labels."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if not trainer.finished:
+            return
+        table = trainer.pruner.table
+        arrays = {
+            "score": trainer.pruner.scores(),
+            "memory": table.memory.cpu().numpy(),
+            "train_count": table.train_count.cpu().numpy(),
+            "loss": table.loss.cpu().numpy(),
+            "last_seen": table.last_seen.cpu().numpy(),
+            "labels": trainer.data.labels.cpu().numpy(),
+        }
+        if trainer.context.is_main:
+            atomic_write(trainer.run.scores_path, lambda stream: np.savez(stream, **arrays))
+
+
+class LabelNoiseDiagnostics(Callback):
+    """With ``data.label_noise``: ``label_noise.npz`` (which labels were flipped) and, per
+    epoch, how often flipped vs clean samples were selected and trained.
+
+    Args:
+        flipped: sorted indices of the flipped samples.
+        clean_labels: the labels before flipping.
+        noisy_labels: the labels trained on.
+    """
+
+    def __init__(
+        self, flipped: np.ndarray, clean_labels: torch.Tensor, noisy_labels: torch.Tensor
+    ) -> None:
+        self.flipped, self.clean_labels, self.noisy_labels = flipped, clean_labels, noisy_labels
+        self.noisy: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        noisy = torch.zeros(len(trainer.data), dtype=torch.bool)
+        noisy[torch.from_numpy(self.flipped)] = True
+        self.noisy = noisy.to(trainer.device)
+        arrays = {
+            "flipped": self.flipped,
+            "clean_labels": self.clean_labels.numpy(),
+            "noisy_labels": self.noisy_labels.numpy(),
+        }
+        if trainer.context.is_main:
+            atomic_write(trainer.run.label_noise_path, lambda stream: np.savez(stream, **arrays))
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        noisy = self.noisy
+        if noisy is None or not bool(noisy.any()):
+            return
+        kept = trainer.last_epoch_indices
+        counts = trainer.pruner.table.train_count.float()
+        record.monitors.update(
+            {
+                "noisy_selected_frac": float(noisy[kept].float().mean()),
+                "visits_per_noisy": float(counts[noisy].mean()),
+                "visits_per_clean": float(counts[~noisy].mean()),
+            }
+        )
+
+
+def standard_callbacks(
+    label_noise: LabelNoiseDiagnostics | None = None, monitors: tuple[Callback, ...] = ()
+) -> list[Callback]:
+    """Every run's callbacks in order: label-noise diagnostics and monitors first (they extend
+    the epoch record), then the metrics writer, checkpoints, the flat-memory warning and the
+    scores writer."""
+    first: list[Callback] = [label_noise] if label_noise is not None else []
+    return [*first, *monitors, MetricsLogger(), Checkpointer(), FlatMemoryWarning(), ScoresWriter()]

@@ -1,0 +1,213 @@
+"""The training loop shared by every method (SimCLR, MoCo v2, supervised): epochs and steps.
+
+One step flows one way: index batch -> uint8 images on the device -> method (views, model,
+per-sample loss) -> memory estimator -> ``pruner.step`` (records scores, gathers across
+ranks, weights the loss) -> backward and optimizer step. Everything around the loop
+(checkpoints, metrics, monitors, result files) is a :mod:`callback <ssl_emp.engine.callbacks>`;
+the parts are assembled by :func:`ssl_emp.engine.builder.build_parts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ssl_emp.collectives import barrier
+from ssl_emp.data.batch import GlobalBatch, index_batches
+from ssl_emp.engine.builder import TrainingParts
+from ssl_emp.engine.callbacks import Callback
+from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
+from ssl_emp.engine.seeding import epoch_generator
+from ssl_emp.engine.state import EpochRecord, TrainState
+from ssl_emp.errors import NonFiniteLossError, TrainingDivergedError
+from ssl_emp.pruning.accounting import effective_rate
+
+
+def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when enabled; a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """Runs the epochs and steps of one run; callbacks do the rest.
+
+    Args:
+        parts: the run's device, data, method, optimizer, pruner, estimator and directory.
+        callbacks: called in order at the start and end of ``fit``, after each step and after
+            each epoch.
+    """
+
+    def __init__(self, parts: TrainingParts, callbacks: Sequence[Callback] = ()) -> None:
+        self.parts = parts
+        self.config = parts.config
+        self.context = parts.context
+        self.device = parts.device
+        self.run = parts.run
+        self.data = parts.data
+        self.test_data = parts.test_data
+        self.model = parts.model
+        self.forward_model = parts.forward_model
+        self.optimizer = parts.optimizer
+        self.pruner = parts.pruner
+        self.estimator = parts.estimator
+        self.callbacks = list(callbacks)
+        self.state = TrainState()
+        # samples this process trained (its shards); the pruner's counts are global
+        self.local_train_count = torch.zeros(len(self.data), dtype=torch.long, device=self.device)
+        self.last_epoch_indices = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._started = time.perf_counter()
+
+    @property
+    def finished(self) -> bool:
+        """Whether every configured epoch has been trained."""
+        return self.state.epoch >= self.config.train.epochs
+
+    def log(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.context.is_main:
+            print(message, flush=True)
+
+    def train_step(self, batch: GlobalBatch, progress: float) -> torch.Tensor | None:
+        """One optimizer step on ``batch``; returns the gathered (detached) losses of the whole
+        global batch in ``batch.gathered`` order, or None when the step was skipped for a
+        non-finite loss.
+
+        Args:
+            batch: the global batch; this process trains ``batch.local``.
+            progress: training progress in epochs (sets the learning rate and, for MoCo, the
+                key encoder's momentum).
+        """
+        set_learning_rate(self.optimizer, learning_rate_at(progress, self.config.train))
+        self.model.before_step(progress, self.config.train.epochs)
+        local = batch.local
+        with autocast_context(self.device, self.config.train.amp):
+            output = self.forward_model(self.data.images[local], self.data.labels[local])
+        memory = self.estimator.batch_memory(batch, output)
+        try:
+            loss = self.pruner.step(batch, output.loss, memory, epoch=self.state.epoch)
+        except NonFiniteLossError:
+            return self._non_finite()
+        self.estimator.observe(batch, output)
+        self.local_train_count[local] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.state.step += 1
+        return self.pruner.last_losses
+
+    def _non_finite(self) -> None:
+        """Stop (default) or skip a step whose loss is not finite; nothing is recorded and
+        the skipped samples do not count as visits."""
+        where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
+        if self.config.train.on_nonfinite == "stop":
+            raise TrainingDivergedError(
+                f"non-finite loss at {where}; the last good checkpoint in "
+                f"{self.run.checkpoint_dir} is intact. Lower train.lr (now {self.config.train.lr})"
+                " and --resume, or set train.on_nonfinite=skip"
+            )
+        self.state.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.log(
+            f"warning: non-finite loss at {where}; step skipped ({self.state.skipped_steps} so far)"
+        )
+        return None
+
+    def sync_epoch_progress(self) -> None:
+        """Copy the running loss sum and time of the epoch in progress into the state (for a
+        mid-epoch checkpoint; kept on the device otherwise, to avoid a sync per step)."""
+        self.state.epoch_loss_sum = float(self._loss_sum)
+        self.state.epoch_seconds = time.perf_counter() - self._started
+
+    def train_epoch(self) -> EpochRecord:
+        """One epoch over the pruner's selection (or the rest of an interrupted one)."""
+        config, state, context = self.config, self.state, self.context
+        epoch = state.epoch
+        if state.epoch_indices is None:
+            state.epoch_indices = self.pruner.select(epoch).cpu()
+        indices = state.epoch_indices.to(self.device)
+        batches = index_batches(
+            indices, config.train.batch_size, generator=epoch_generator(config.seed, epoch)
+        )
+        self.model.train()
+        self._loss_sum = torch.tensor(state.epoch_loss_sum, dtype=torch.float64, device=self.device)
+        self._started = time.perf_counter() - state.epoch_seconds
+        progress_bar = tqdm(
+            batches[state.epoch_batches_done :],
+            desc=f"epoch {epoch + 1}/{config.train.epochs}",
+            initial=state.epoch_batches_done,
+            total=len(batches),
+            disable=not (config.train.progress and context.is_main),
+            leave=False,
+            unit="batch",
+        )
+        for batch_indices in progress_bar:
+            batch = GlobalBatch.shard(batch_indices, context.rank, context.world_size)
+            per_sample_loss = self.train_step(
+                batch, progress=epoch + state.epoch_seen / len(indices)
+            )
+            state.epoch_batches_done += 1
+            if per_sample_loss is None:
+                continue
+            state.epoch_seen += len(batch)
+            self._loss_sum += per_sample_loss.double().sum()
+            for callback in self.callbacks:
+                callback.on_step_end(self, batches_in_epoch=len(batches))
+            if config.train.progress:
+                elapsed = time.perf_counter() - self._started
+                progress_bar.set_postfix(
+                    loss=f"{per_sample_loss.mean().item():.3f}",
+                    img_s=f"{state.epoch_seen / elapsed:.0f}",
+                )
+        return self._close_epoch(epoch, indices)
+
+    def _close_epoch(self, epoch: int, indices: torch.Tensor) -> EpochRecord:
+        """End-of-epoch memory pass, budget accounting and the epoch's record."""
+        state = self.state
+        seen = state.epoch_seen
+        train_wall = time.perf_counter() - self._started
+        selection = self.pruner.last_stats
+        memory, memory_stats = self.estimator.end_epoch(
+            epoch, self.model, self.data, self.config.train.batch_size
+        )
+        if memory is not None:
+            self.pruner.set_memory(memory)
+        wall = time.perf_counter() - self._started
+        state.finish_epoch()
+        self.last_epoch_indices = indices
+        return EpochRecord(
+            epoch=state.epoch,
+            loss=float(self._loss_sum) / max(seen, 1),
+            lr=self.optimizer.param_groups[0]["lr"],
+            kept=seen,
+            visits=state.visits,
+            effective_rate=effective_rate(state.visits, len(self.data), state.epoch),
+            wall_time_s=wall,
+            images_per_s=seen / train_wall if train_wall > 0 else math.inf,
+            skipped_steps=state.skipped_steps,
+            selection={k: v for k, v in selection.items() if k not in ("epoch", "selected")},
+            pruning=self.pruner.epoch_diagnostics(epoch, kept=indices),
+            memory=memory_stats,
+        )
+
+    def fit(self, until_epoch: int | None = None) -> list[dict[str, Any]]:
+        """Train the remaining epochs (or up to ``until_epoch``); returns all metrics records."""
+        last_epoch = min(until_epoch or self.config.train.epochs, self.config.train.epochs)
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        while self.state.epoch < last_epoch:
+            record = self.train_epoch()
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+        barrier()
+        return self.run.metrics()

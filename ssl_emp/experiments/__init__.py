@@ -1,0 +1,1 @@
+"""What users run: training (pretrain / train-supervised), sweeps, comparisons and the demo."""
