@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import yaml
 
 DEFAULT_FILE_MODE = 0o644
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(handle)`` on a temporary file next to ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else DEFAULT_FILE_MODE
@@ -38,6 +39,16 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomically write ``payload`` as indented JSON."""
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda stream: stream.write(text.encode()))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``."""
+    atomic_write(path, lambda stream: stream.write(data))
+
+
+def write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Atomically write named arrays as an ``.npz`` file (``np.load`` reads it back)."""
+    atomic_write(path, lambda stream: np.savez(stream, **arrays))  # type: ignore[arg-type]
 
 
 def write_yaml(path: Path, payload: dict[str, Any]) -> None:

@@ -7,9 +7,13 @@ faiss uses a GPU index when the features are on CUDA and faiss-gpu is installed,
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 import torch
 
+faiss: ModuleType | None
 try:  # faiss is optional: the torch path gives the same answers
     import faiss
 except ImportError:  # pragma: no cover - exercised only where faiss is absent
@@ -24,9 +28,10 @@ def faiss_available() -> bool:
 def _faiss_search(
     database: torch.Tensor, queries: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    assert faiss is not None
     base = np.ascontiguousarray(database.detach().float().cpu().numpy())
     query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
-    index = faiss.IndexFlatIP(base.shape[1])
+    index: Any = faiss.IndexFlatIP(base.shape[1])
     if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
         index = faiss.index_cpu_to_gpu(
             faiss.StandardGpuResources(), database.device.index or 0, index

@@ -20,7 +20,7 @@ from ssl_emp.engine.checkpoint import load_latest_checkpoint, save_checkpoint
 from ssl_emp.engine.seeding import capture_rng_state, restore_rng_state
 from ssl_emp.engine.state import EpochRecord, TrainState
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import atomic_write
+from ssl_emp.io import write_arrays
 
 if TYPE_CHECKING:
     from ssl_emp.engine.trainer import Trainer
@@ -184,7 +184,7 @@ class ScoresWriter(Callback):
             "labels": trainer.data.labels.cpu().numpy(),
         }
         if trainer.context.is_main:
-            atomic_write(trainer.run.scores_path, lambda stream: np.savez(stream, **arrays))
+            write_arrays(trainer.run.scores_path, arrays)
 
 
 class LabelNoiseDiagnostics(Callback):
@@ -213,7 +213,7 @@ class LabelNoiseDiagnostics(Callback):
             "noisy_labels": self.noisy_labels.numpy(),
         }
         if trainer.context.is_main:
-            atomic_write(trainer.run.label_noise_path, lambda stream: np.savez(stream, **arrays))
+            write_arrays(trainer.run.label_noise_path, arrays)
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         noisy = self.noisy

@@ -95,7 +95,8 @@ class Trainer:
         try:
             loss = self.pruner.step(batch, output.loss, memory, epoch=self.state.epoch)
         except NonFiniteLossError:
-            return self._non_finite()
+            self._non_finite()
+            return None
         self.estimator.observe(batch, output)
         self.local_train_count[local] += 1
         self.optimizer.zero_grad(set_to_none=True)
@@ -119,7 +120,6 @@ class Trainer:
         self.log(
             f"warning: non-finite loss at {where}; step skipped ({self.state.skipped_steps} so far)"
         )
-        return None
 
     def sync_epoch_progress(self) -> None:
         """Copy the running loss sum and time of the epoch in progress into the state (for a

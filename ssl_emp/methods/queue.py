@@ -18,6 +18,10 @@ class KeyQueue(nn.Module):
         dim: key dimension.
     """
 
+    keys: torch.Tensor
+    pointer: torch.Tensor
+    filled: torch.Tensor
+
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         self.size = size
