@@ -81,7 +81,11 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     configs = {
         path: config_from_dict(read_yaml(RunDirectory(path).config_path)) for path in run_dirs
     }
-    emp_betas = {c.pruning.beta for c in configs.values() if c.pruning.policy == "emp"}
+    emp_betas = {
+        c.pruning.beta
+        for c in configs.values()
+        if (c.pruning.score or POLICIES[c.pruning.policy].default_score) == "emp"
+    }
     rows = []
     for path, config in configs.items():
         pruning = config.pruning

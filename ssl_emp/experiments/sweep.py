@@ -51,7 +51,7 @@ def plan_runs(
     estimators: Sequence[str] = (),
 ) -> list[SweepRun]:
     """The grid, in a stable order. ``full`` runs once per seed (it has no rate); the beta and
-    estimator axes apply to ``emp`` only."""
+    estimator axes apply to policies that rank the EMP score (``emp``) only."""
     runs = []
     for policy in policies:
         if policy not in POLICIES:
@@ -59,13 +59,13 @@ def plan_runs(
                 f"unknown policy '{policy}' in --policies; choose from {', '.join(POLICIES)}"
             )
         for seed in seeds:
-            if policy == "full":
+            if POLICIES[policy].always_full:
                 runs.append(SweepRun(f"full_s{seed}", ("pruning.policy=full", f"seed={seed}")))
                 continue
             for rate in rates:
                 base = (f"pruning.policy={policy}", f"pruning.rate={rate}", f"seed={seed}")
                 name = f"{policy}_r{_number(rate)}_s{seed}"
-                if policy != "emp":
+                if POLICIES[policy].default_score != "emp":
                     runs.append(SweepRun(name, base))
                     continue
                 for beta in betas or (None,):

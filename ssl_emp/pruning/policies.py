@@ -86,6 +86,9 @@ class Policy:
         hard_rate: keeps exactly K samples per pruned epoch (``full`` and ``infobatch`` do not).
         default_score: what it ranks unless ``pruning.score`` says otherwise.
         always_full: trains on every sample every epoch.
+        full_from_delta: trains on every sample once ``delta * E`` epochs have passed
+            (InfoBatch's annealing).
+        max_rate: the highest ``pruning.rate`` it supports, and why (None: any rate).
     """
 
     name: str
@@ -93,6 +96,8 @@ class Policy:
     hard_rate: bool = True
     default_score: str = "loss"
     always_full: bool = False
+    full_from_delta: bool = False
+    max_rate: tuple[float, str] | None = None
 
 
 POLICIES: dict[str, Policy] = {
@@ -101,7 +106,13 @@ POLICIES: dict[str, Policy] = {
         Policy("full", _everything, hard_rate=False, always_full=True),
         Policy("random", _random),
         Policy("topk", _top),
-        Policy("infobatch", _infobatch, hard_rate=False),
+        Policy(
+            "infobatch",
+            _infobatch,
+            hard_rate=False,
+            full_from_delta=True,
+            max_rate=(0.9, "it keeps at least 10% of below-mean samples (weights up to 10x)"),
+        ),
         Policy("ucb", _upper_confidence),
         Policy("eps_greedy", _eps_greedy),
         Policy("emp", _eps_greedy, default_score="emp"),

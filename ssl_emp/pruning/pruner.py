@@ -32,7 +32,6 @@ from ssl_emp.pruning.selection import Selection, keep_count, ucb_values
 if TYPE_CHECKING:
     from ssl_emp.config import PruningConfig
 
-INFOBATCH_MAX_RATE = 0.9  # keep ratio floored at 0.1: weights of at most 10x
 
 
 def _quantiles(values: np.ndarray, prefix: str) -> dict[str, float | None]:
@@ -68,10 +67,11 @@ class Pruner:
         seed: int,
         device: torch.device | str = "cpu",
     ) -> None:
-        if config.policy == "infobatch" and config.rate > INFOBATCH_MAX_RATE:
+        limit = POLICIES[config.policy].max_rate
+        if limit is not None and config.rate > limit[0]:
             raise UserInputError(
-                f"pruning.rate={config.rate} is too high for infobatch: it keeps at least 10% of "
-                f"below-mean samples (weights up to 10x); use pruning.rate<={INFOBATCH_MAX_RATE}"
+                f"pruning.rate={config.rate} is too high for {config.policy}: {limit[1]}; use "
+                f"pruning.rate<={limit[0]}"
             )
         self.config = config
         self.num_samples = num_samples
@@ -107,7 +107,7 @@ class Pruner:
             return True
         if epoch >= self.epochs - math.ceil(config.anneal * self.epochs - 1e-9):
             return True
-        return config.policy == "infobatch" and epoch >= config.delta * self.epochs
+        return self.policy.full_from_delta and epoch >= config.delta * self.epochs
 
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, epoch, 0xE3])
