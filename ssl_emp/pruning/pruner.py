@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from ssl_emp.config import PruningConfig
 
 
-
 def _quantiles(values: np.ndarray, prefix: str) -> dict[str, float | None]:
     values = values[np.isfinite(values)]
     if values.size == 0:
