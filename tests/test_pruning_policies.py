@@ -171,6 +171,19 @@ def test_infobatch_full_data_after_delta_and_weighted_loss() -> None:
     assert all(n < N for n in sizes[1:8])
 
 
+@pytest.mark.parametrize(
+    ("epochs", "delta", "pruned_epochs"),
+    [(10, 0.875, 8), (10, 0.8, 8), (8, 0.875, 7), (3, 0.5, 1), (100, 0.875, 87)],
+)
+def test_infobatch_prunes_the_first_floor_delta_e_epochs(epochs, delta, pruned_epochs) -> None:
+    # the original samples by 1-based iteration and prunes while iteration <= delta * E
+    config = PruningConfig(policy="infobatch", rate=0.5, delta=delta, warmup_epochs=0)
+    pruner = Pruner(config, N, epochs, seed=0)
+    full = [pruner.is_full_epoch(epoch) for epoch in range(epochs)]
+    assert full == [False] * pruned_epochs + [True] * (epochs - pruned_epochs)
+    assert pruned_epochs == math.floor(delta * epochs)
+
+
 def test_infobatch_rate_above_its_floor_is_refused() -> None:
     with pytest.raises(UserInputError, match="too high for infobatch"):
         Pruner(PruningConfig(policy="infobatch", rate=0.95), N, EPOCHS, seed=0)

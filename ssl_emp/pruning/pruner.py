@@ -106,7 +106,9 @@ class Pruner:
             return True
         if epoch >= self.epochs - math.ceil(config.anneal * self.epochs - 1e-9):
             return True
-        return self.policy.full_from_delta and epoch >= config.delta * self.epochs
+        # InfoBatch's release code prunes while its 1-based epoch count is <= delta * E, i.e.
+        # 0-based epochs e < floor(delta * E); the rest train on all data
+        return self.policy.full_from_delta and epoch + 1 > config.delta * self.epochs
 
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, epoch, 0xE3])
