@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_emp.config import PruningConfig
 from ssl_emp.data.batch import GlobalBatch
+from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.train import build_trainer, pretrain
-from ssl_emp.pruning import batch_memory
+from ssl_emp.pruning import Pruner, batch_memory
+from ssl_emp.pruning.selection import ucb_values
 from tests.conftest import metrics_records, tiny_config_with
 
 
@@ -156,3 +159,37 @@ def test_flat_memory_term_is_flagged(tmp_path: Path, capsys) -> None:
         )
     )
     assert "carries little ranking signal" in capsys.readouterr().out
+
+
+def test_ucb_scores_file_holds_the_values_that_selected(tmp_path: Path) -> None:
+    run = pretrain(tiny_config_with(tmp_path, "pruning.policy=ucb", "pruning.rate=0.5"))
+    saved = np.load(run.scores_path)
+    state = torch.load(list_checkpoints(run.checkpoint_dir)[-1], weights_only=False)
+    table = {name: value.double().numpy() for name, value in state["pruner"]["table"].items()}
+    expected = ucb_values(table["loss_mean"], table["loss_var"], table["observations"], c=1.0)
+    assert np.array_equal(saved["score"], expected)
+    assert not np.array_equal(saved["score"], saved["loss"])  # not the last loss
+
+
+def test_warmup_covering_every_epoch_is_reported(tmp_path: Path, capsys) -> None:
+    pretrain(
+        tiny_config_with(tmp_path, "pruning.policy=emp", "pruning.warmup_epochs=2")
+    )  # train.epochs=2
+    assert "never prunes here" in capsys.readouterr().out
+    pretrain(tiny_config_with(tmp_path / "b", "pruning.policy=emp", "pruning.warmup_epochs=1"))
+    assert "never prunes" not in capsys.readouterr().out
+
+
+def test_fit_until_epoch_zero_trains_nothing(tmp_path: Path) -> None:
+    trainer = build_trainer(tiny_config_with(tmp_path))
+    assert trainer.fit(until_epoch=0) == []
+    assert trainer.state.epoch == 0 and trainer.state.step == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_plugin_pruner_takes_cuda_losses_with_its_default_cpu_table() -> None:
+    pruner = Pruner(PruningConfig(policy="emp", rate=0.5), num_samples=8, epochs=2, seed=0)
+    losses = torch.rand(4, device="cuda", requires_grad=True)
+    scalar = pruner.step(torch.arange(4), losses, memory=torch.rand(4, device="cuda"), epoch=0)
+    assert scalar.device.type == "cuda"
+    assert torch.equal(pruner.table.loss[:4], losses.detach().cpu())

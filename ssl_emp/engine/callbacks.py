@@ -128,6 +128,13 @@ class MetricsLogger(Callback):
             f"({len(data)} samples, {data.image_size}px) on {trainer.device}{processes} "
             f"for {config.train.epochs} epochs, {pruning_text} -> {trainer.run.path}"
         )
+        if trainer.pruner.never_prunes:
+            trainer.log(
+                f"warning: pruning.policy={pruning.policy} never prunes here: "
+                f"pruning.warmup_epochs={pruning.warmup_epochs} and pruning.anneal="
+                f"{pruning.anneal} leave no pruned epoch in train.epochs={config.train.epochs}; "
+                "lower the warm-up or train longer"
+            )
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         values = record.to_dict()
@@ -176,7 +183,7 @@ class ScoresWriter(Callback):
             return
         table = trainer.pruner.table
         arrays = {
-            "score": trainer.pruner.scores(),
+            "score": trainer.pruner.ranking_scores(),
             "memory": table.memory.cpu().numpy(),
             "train_count": table.train_count.cpu().numpy(),
             "loss": table.loss.cpu().numpy(),

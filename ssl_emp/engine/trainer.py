@@ -200,7 +200,8 @@ class Trainer:
 
     def fit(self, until_epoch: int | None = None) -> list[dict[str, Any]]:
         """Train the remaining epochs (or up to ``until_epoch``); returns all metrics records."""
-        last_epoch = min(until_epoch or self.config.train.epochs, self.config.train.epochs)
+        epochs = self.config.train.epochs
+        last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
         for callback in self.callbacks:
             callback.on_fit_start(self)
         while self.state.epoch < last_epoch:

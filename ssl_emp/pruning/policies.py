@@ -89,6 +89,8 @@ class Policy:
         full_from_delta: trains on every sample once ``delta * E`` epochs have passed
             (InfoBatch's annealing).
         max_rate: the highest ``pruning.rate`` it supports, and why (None: any rate).
+        ranks_history: ranks an upper confidence bound of the score history, not the latest
+            score.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Policy:
     always_full: bool = False
     full_from_delta: bool = False
     max_rate: tuple[float, str] | None = None
+    ranks_history: bool = False
 
 
 POLICIES: dict[str, Policy] = {
@@ -113,7 +116,7 @@ POLICIES: dict[str, Policy] = {
             full_from_delta=True,
             max_rate=(0.9, "it keeps at least 10% of below-mean samples (weights up to 10x)"),
         ),
-        Policy("ucb", _upper_confidence),
+        Policy("ucb", _upper_confidence, ranks_history=True),
         Policy("eps_greedy", _eps_greedy),
         Policy("emp", _eps_greedy, default_score="emp"),
     )

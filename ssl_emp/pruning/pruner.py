@@ -133,6 +133,18 @@ class Pruner:
         memory = table.memory.double().cpu().numpy()
         return combine_scores(loss, memory, self.config.beta, self.config.combine)
 
+    def ranking_scores(self) -> np.ndarray:
+        """The values the policy ranks (UCB: the upper confidence bound of the history)."""
+        return self.scores(use_history=self.policy.ranks_history)
+
+    @property
+    def never_prunes(self) -> bool:
+        """Whether every epoch trains on all data although the policy prunes (warm-up and
+        annealing cover all epochs)."""
+        if self.policy.always_full:
+            return False
+        return all(self.is_full_epoch(epoch) for epoch in range(self.epochs))
+
     def _choose(self, epoch: int) -> tuple[Selection, np.ndarray | None]:
         if self.is_full_epoch(epoch):
             return Selection(np.arange(self.num_samples)), None
@@ -210,7 +222,9 @@ class Pruner:
             raise NonFiniteLossError(f"{int((~torch.isfinite(losses)).sum())} non-finite losses")
         if memory is not None and len(memory) != len(batch):
             memory = all_gather_rows(memory.detach(), batch.sizes)
-        self.table.record(batch.gathered.to(self.device), losses, memory, epoch)
+        if memory is not None:
+            memory = memory.to(self.device)
+        self.table.record(batch.gathered.to(self.device), losses.to(self.device), memory, epoch)
         self.last_losses = losses
         weights = self.weights[batch.local.to(self.device)]
         return (weights.to(local_loss.device, local_loss.dtype) * local_loss).mean()
