@@ -193,3 +193,28 @@ def test_plugin_pruner_takes_cuda_losses_with_its_default_cpu_table() -> None:
     scalar = pruner.step(torch.arange(4), losses, memory=torch.rand(4, device="cuda"), epoch=0)
     assert scalar.device.type == "cuda"
     assert torch.equal(pruner.table.loss[:4], losses.detach().cpu())
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_bank_refresh_leaves_training_untouched(tmp_path: Path, method: str) -> None:
+    # with a selection that ignores the memory term, a refresh must not change one number
+    overrides = [
+        "train.epochs=3",
+        "pruning.policy=random",
+        "pruning.rate=0.5",
+        "memory.estimator=bank",
+        "memory.k=4",
+    ]
+    if method == "moco":
+        overrides += ["method.name=moco", "augment.preset=mocov2", "method.queue_size=32"]
+    plain = pretrain(tiny_config_with(tmp_path / "plain", *overrides))
+    refreshed = pretrain(
+        tiny_config_with(tmp_path / "refresh", *overrides, "memory.refresh_every=1")
+    )
+    losses = [r["loss"] for r in metrics_records(plain.path)]
+    assert [r["loss"] for r in metrics_records(refreshed.path)] == losses
+    weights = torch.load(list_checkpoints(plain.checkpoint_dir)[-1], weights_only=False)["model"]
+    after = torch.load(list_checkpoints(refreshed.checkpoint_dir)[-1], weights_only=False)["model"]
+    assert all(torch.equal(weights[name], after[name]) for name in weights)  # queue, BN too
+    memory_plain = np.load(plain.scores_path)["memory"]
+    assert not np.allclose(memory_plain, np.load(refreshed.scores_path)["memory"])  # it ran

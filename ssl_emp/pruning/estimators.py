@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ssl_emp.collectives import all_gather_rows, rank_and_world_size
@@ -120,6 +121,7 @@ class FeatureBank(MemoryEstimator):
         layer: which features go into the bank.
         refresh_every: re-embed every sample after every n-th epoch (0 = never).
         labels: labels for the kNN label-agreement diagnostic (never in scores).
+        seed: seed of the refresh's views (a stream of its own, see :meth:`refresh`).
     """
 
     def __init__(
@@ -128,8 +130,10 @@ class FeatureBank(MemoryEstimator):
         layer: FeatureLayer,
         refresh_every: int = 0,
         labels: torch.Tensor | None = None,
+        seed: int = 0,
     ) -> None:
         self.bank, self.layer, self.refresh_every, self.labels = bank, layer, refresh_every, labels
+        self.seed = seed
 
     def observe(self, batch: GlobalBatch, output: MethodOutput) -> None:
         features = output.layer(self.layer)
@@ -137,16 +141,26 @@ class FeatureBank(MemoryEstimator):
             self.bank.write(batch.gathered, _gather_views(batch, features))
 
     @torch.no_grad()
-    def refresh(self, method: Method, data: ImageData, batch_size: int) -> None:
-        """Re-embed every sample (eval mode, fresh views) into the bank; ranks share the work."""
+    def refresh(self, method: Method, data: ImageData, batch_size: int, epoch: int = 0) -> None:
+        """Re-embed every sample (eval mode, fresh views) into the bank; ranks share the work.
+
+        Training is left exactly as it was: ``embed`` changes no weight, queue or momentum,
+        eval mode leaves the BN statistics alone, and the views are drawn from a generator
+        seeded by (seed, epoch, rank) inside ``torch.random.fork_rng``, so the training
+        augmentation stream continues as if no refresh had happened.
+        """
         was_training = method.training
         method.eval()
         rank, world_size = rank_and_world_size()
         device = self.bank.features.device
-        for indices in index_batches(torch.arange(len(data), device=device), batch_size):
-            batch = GlobalBatch.shard(indices, rank, world_size)
-            features = method.embed(data.images[batch.local], layer=self.layer)
-            self.bank.write(batch.gathered, _gather_views(batch, features))
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        stream = np.random.SeedSequence([self.seed, epoch, rank, 0xBA4C]).generate_state(1)[0]
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(int(stream))
+            for indices in index_batches(torch.arange(len(data), device=device), batch_size):
+                batch = GlobalBatch.shard(indices, rank, world_size)
+                features = method.embed(data.images[batch.local], layer=self.layer)
+                self.bank.write(batch.gathered, _gather_views(batch, features))
         method.train(was_training)
 
     def end_epoch(
@@ -154,7 +168,7 @@ class FeatureBank(MemoryEstimator):
     ) -> tuple[torch.Tensor | None, dict[str, Any]]:
         started = time.perf_counter()
         if self.refresh_every and (epoch + 1) % self.refresh_every == 0:
-            self.refresh(method, data, batch_size)
+            self.refresh(method, data, batch_size, epoch=epoch)
         memory, stats = self.bank.compute(labels=self.labels)
         stats["bank_pass_s"] = time.perf_counter() - started
         return memory, stats
@@ -189,5 +203,9 @@ def build_estimator(
         device=device,
     )
     return FeatureBank(
-        bank, layer=memory.layer, refresh_every=memory.refresh_every, labels=data.labels
+        bank,
+        layer=memory.layer,
+        refresh_every=memory.refresh_every,
+        labels=data.labels,
+        seed=config.seed,
     )
