@@ -9,7 +9,14 @@ from tests.conftest import ROOT
 
 # bottom to top; a module's layer is its longest matching prefix
 LAYERS = [
-    ("ssl_emp.errors", "ssl_emp.io", "ssl_emp.config", "ssl_emp.collectives", "ssl_emp.neighbours"),
+    (
+        "ssl_emp.errors",
+        "ssl_emp.io",
+        "ssl_emp.config",
+        "ssl_emp.collectives",
+        "ssl_emp.neighbours",
+        "ssl_emp.numerics",
+    ),
     ("ssl_emp.data",),
     ("ssl_emp.models",),
     ("ssl_emp.methods",),

@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from ssl_emp.methods.losses import nt_xent_per_sample
+from ssl_emp.methods.losses import (
+    cross_entropy_per_sample,
+    info_nce_per_sample,
+    nt_xent_per_sample,
+)
+from ssl_emp.pruning import batch_memory, supervised_memory
 
 
 @pytest.mark.parametrize("batch", [2, 7, 32, 128])
@@ -45,3 +50,25 @@ def test_each_sample_equals_hand_computation() -> None:
 def test_identical_views_of_distinct_samples_give_low_loss() -> None:
     z = torch.eye(6) * 10
     assert nt_xent_per_sample(z, z, temperature=0.1).max() < 1e-3
+
+
+def test_scores_are_float32_inside_autocast() -> None:
+    # scores rank samples: bf16 autocast must not round them (CPU autocast stands in for CUDA)
+    generator = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(2, 64, 32, generator=generator)
+    queue = torch.nn.functional.normalize(torch.randn(128, 32, generator=generator), dim=1)
+    logits, labels = torch.randn(64, 10, generator=generator), torch.arange(64) % 10
+    features = torch.randn(2, 64, 32, generator=generator)
+    scores = {
+        "nt_xent": lambda: nt_xent_per_sample(z_a, z_b, temperature=0.2),
+        "info_nce": lambda: info_nce_per_sample(z_a, z_b, queue, temperature=0.2),
+        "cross_entropy": lambda: cross_entropy_per_sample(logits, labels),
+        "batch_memory": lambda: batch_memory(features, tau=0.1),
+        "supervised_memory": lambda: supervised_memory(logits),
+    }
+    for name, compute in scores.items():
+        expected = compute()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = compute()
+        assert got.dtype == torch.float32, name
+        assert torch.equal(got, expected), name

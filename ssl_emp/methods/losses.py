@@ -1,7 +1,8 @@
 """Per-sample contrastive losses (DESIGN 3.1).
 
 Every loss returns one value per sample (``reduction="none"``); the trainer or the pruner
-turns those into the scalar to backpropagate.
+turns those into the scalar to backpropagate. They become pruning scores, so they are computed
+in float32 even inside an autocast region (:func:`~ssl_emp.numerics.full_precision`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import math  # noqa: F401 - used by the doctests
 import torch
 import torch.nn.functional as F
 
+from ssl_emp.numerics import full_precision
 
+
+@full_precision
 def nt_xent_per_sample(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -68,6 +72,7 @@ def nt_xent_per_sample(
     return (per_view[:batch] + per_view[batch:]) / 2
 
 
+@full_precision
 def info_nce_per_sample(
     queries: torch.Tensor, keys: torch.Tensor, negatives: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -102,6 +107,7 @@ def info_nce_per_sample(
     return F.cross_entropy(logits, targets, reduction="none")
 
 
+@full_precision
 def cross_entropy_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Supervised per-sample loss ``CE(logits_i, y_i)``.
 

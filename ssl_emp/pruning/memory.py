@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ssl_emp.numerics import full_precision
+
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of ``softmax(logits)`` along the last dim; ``-inf`` logits are excluded."""
@@ -34,6 +36,7 @@ def scale_entropy(entropy: torch.Tensor, candidates: int, normalize: str) -> tor
     return entropy / math.log(candidates)
 
 
+@full_precision
 def supervised_memory(logits: torch.Tensor, normalize: str = "log") -> torch.Tensor:
     """``H(softmax(logits_i)) / log(C)`` per sample.
 
@@ -57,6 +60,7 @@ def center_and_normalize(features: torch.Tensor, center: bool) -> torch.Tensor:
     return F.normalize(features, dim=-1)
 
 
+@full_precision
 def batch_memory(
     features: torch.Tensor, tau: float, center: bool = True, normalize: str = "log"
 ) -> torch.Tensor:
@@ -84,6 +88,7 @@ def batch_memory(
     return scale_entropy(entropy, views * batch - 1, normalize)
 
 
+@full_precision
 def positive_similarity(features: torch.Tensor, center: bool = True) -> torch.Tensor:
     """Cosine similarity of each sample's two views, (2, B, D) -> (B,), after batch centring."""
     views, batch = features.shape[0], features.shape[1]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ssl_emp.neighbours import search
+from ssl_emp.numerics import full_precision
 from ssl_emp.pruning.memory import (
     center_and_normalize,
     positive_similarity,
@@ -65,6 +66,7 @@ class BankMemory:
         self.features[indices] = features.float().mean(dim=0).to(self.features.dtype)
         self.written[indices] = True
 
+    @full_precision
     def compute(self, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """Memory term of every sample (NaN where nothing was written yet) and diagnostics.
 
