@@ -91,15 +91,20 @@ def _filled_bank(
     return bank, features
 
 
-def _brute_force_memory(bank: BankMemory) -> torch.Tensor:
-    vectors = bank.features.float()
-    vectors = F.normalize(vectors - vectors.mean(0), dim=1)
-    similarity = vectors @ vectors.T
+def _brute_force_memory(features: torch.Tensor, tau: float, k: int) -> torch.Tensor:
+    """The bank memory term from the written (2, N, D) features, by hand."""
+    views = features.half().float()  # the bank stores float16
+    count = views.shape[1]
+    flat = views.reshape(2 * count, -1)
+    flat = F.normalize(flat - flat.mean(0), dim=1).view(2, count, -1)
+    positive = (flat[0] * flat[1]).sum(1)
+    representative = F.normalize(flat[0] + flat[1], dim=1)
+    similarity = representative @ representative.T
     similarity.fill_diagonal_(float("-inf"))
-    top = similarity.topk(bank.k, dim=1).values
-    logits = torch.cat([bank.positive[:, None], top], dim=1) / bank.tau
+    top = similarity.topk(k, dim=1).values
+    logits = torch.cat([positive[:, None], top], dim=1) / tau
     p = torch.softmax(logits, dim=1)
-    return -(p * p.log()).sum(1) / math.log(bank.k + 1)
+    return -(p * p.log()).sum(1) / math.log(k + 1)
 
 
 @pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
@@ -118,17 +123,26 @@ def test_bank_memory_equals_brute_force(use_faiss: bool) -> None:
     bank, features = _filled_bank()
     bank.use_faiss = use_faiss
     memory, stats = bank.compute(labels=torch.arange(60) % 3)
-    assert torch.allclose(memory, _brute_force_memory(bank), atol=1e-4)
+    assert torch.allclose(memory, _brute_force_memory(features, bank.tau, bank.k), atol=1e-4)
     assert memory.min() >= 0 and memory.max() <= 1
     assert 0 <= stats["bank_knn_label_agreement"] <= 1
 
 
-def test_bank_positive_is_the_centred_view_similarity() -> None:
+def test_bank_positive_and_neighbours_share_one_frame() -> None:
+    # one frame: the positive is centred by the bank's mean view, like the neighbours, not
+    # by the write batch (a write batch of one sample used to get positive = -1 or 0)
     bank, features = _filled_bank()
-    batch = features[:, :16]
-    flat = batch.reshape(32, -1)
-    centred = F.normalize(flat - flat.mean(0), dim=1).view(2, 16, -1)
-    assert torch.allclose(bank.positive[:16], (centred[0] * centred[1]).sum(1), atol=1e-5)
+    same_views = torch.randn(1, 8, generator=torch.Generator().manual_seed(9)).expand(2, 1, 8)
+    bank.write(torch.tensor([5]), same_views)
+    features = features.clone()
+    features[:, 5] = same_views[:, 0]
+    positive, _ = bank.frame(torch.arange(60))
+    assert positive[5] == pytest.approx(1.0, abs=1e-6)
+    views = features.half().float().reshape(120, 8)
+    centred = F.normalize(views - views.mean(0), dim=1).view(2, 60, 8)
+    assert torch.allclose(positive, (centred[0] * centred[1]).sum(1), atol=1e-5)
+    memory, _ = bank.compute()
+    assert torch.allclose(memory, _brute_force_memory(features, bank.tau, bank.k), atol=1e-4)
 
 
 def test_bank_rescores_unwritten_as_unknown_and_round_trips() -> None:

@@ -152,7 +152,7 @@ class FeatureBank(MemoryEstimator):
         was_training = method.training
         method.eval()
         rank, world_size = rank_and_world_size()
-        device = self.bank.features.device
+        device = self.bank.views.device
         cuda = [device.index or 0] if device.type == "cuda" else []
         stream = np.random.SeedSequence([self.seed, epoch, rank, 0xBA4C]).generate_state(1)[0]
         with torch.random.fork_rng(devices=cuda):

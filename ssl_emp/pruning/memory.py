@@ -86,11 +86,3 @@ def batch_memory(
     logits.fill_diagonal_(float("-inf"))
     entropy = softmax_entropy(logits).view(views, batch).mean(dim=0)
     return scale_entropy(entropy, views * batch - 1, normalize)
-
-
-@full_precision
-def positive_similarity(features: torch.Tensor, center: bool = True) -> torch.Tensor:
-    """Cosine similarity of each sample's two views, (2, B, D) -> (B,), after batch centring."""
-    views, batch = features.shape[0], features.shape[1]
-    flat = center_and_normalize(features.reshape(views * batch, -1), center).view(views, batch, -1)
-    return (flat[0] * flat[1]).sum(dim=-1)

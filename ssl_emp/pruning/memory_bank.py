@@ -1,15 +1,18 @@
 """SSL bank estimator of the memory term (DESIGN 3.2), with faiss neighbour search.
 
-The bank holds, per sample, its latest backbone feature (mean of its two views, float16, on
-the training device) and the cosine similarity of its two views. Rows are written whenever a
-sample is trained (and for all samples by an optional refresh pass). At the end of an epoch the
-written rows are centred and L2-normalised, indexed, and the k nearest neighbours of **every**
-sample are searched, so samples that were pruned this epoch are re-scored too:
+The bank holds, per sample, the latest features of its two views (float16, on the training
+device). Rows are written whenever a sample is trained (and for all samples by an optional
+refresh pass). At the end of an epoch every written view is put in one frame (centred by the
+bank's mean view, L2-normalised); a sample's positive similarity is the cosine of its two
+views, its representative the normalised mean of its two views, and the k nearest
+representatives of **every** sample are searched, so samples pruned this epoch are re-scored
+too:
 
-    m_i = H(softmax([sim(a_i, b_i), sim(i, n_1), ..., sim(i, n_k)] / tau)) / log(k + 1)
+    m_i = H(softmax([cos(a_i, b_i), cos(r_i, r_n1), ..., cos(r_i, r_nk)] / tau)) / log(k + 1)
 
-Memory: N x D float16 on the device (60k x 128 features = 15 MB; 1.28M x 2048 = 5.2 GB — for
-datasets that large use ``memory.layer=projection``, which stores the projection instead).
+Memory: 2 x N x D float16 on the device (60k x 128 features = 31 MB; 1.28M x 2048 = 10.5 GB,
+so for datasets that large use ``memory.layer=projection``, which stores the 128-d projection
+instead: 655 MB).
 """
 
 from __future__ import annotations
@@ -17,26 +20,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
+from ssl_emp.errors import UserInputError
 from ssl_emp.neighbours import search
 from ssl_emp.numerics import full_precision
-from ssl_emp.pruning.memory import (
-    center_and_normalize,
-    positive_similarity,
-    scale_entropy,
-    softmax_entropy,
-)
+from ssl_emp.pruning.memory import center_and_normalize, scale_entropy, softmax_entropy
 
 
 class BankMemory:
-    """Per-sample feature bank and its end-of-epoch neighbour-entropy memory term.
+    """Per-sample two-view feature bank and its end-of-epoch neighbour-entropy memory term.
 
     Args:
         num_samples: N.
         dim: feature size D.
         tau: softmax temperature tau_m.
         k: neighbours per sample.
-        center: centre features (bank mean, batch mean for the positive) before the cosine.
+        center: centre every view by the bank's mean view before the cosines.
         normalize: ``log`` (into [0, 1]) or ``none`` (nats).
         device: where the bank lives.
         use_faiss: search with faiss when installed (else torch).
@@ -55,16 +55,27 @@ class BankMemory:
     ) -> None:
         self.tau, self.k, self.center, self.normalize = tau, k, center, normalize
         self.use_faiss = use_faiss
-        self.features = torch.zeros(num_samples, dim, dtype=torch.float16, device=device)
-        self.positive = torch.zeros(num_samples, dtype=torch.float32, device=device)
+        self.views = torch.zeros(num_samples, 2, dim, dtype=torch.float16, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
 
     def write(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         """Store the two views' features, shape (2, B, D), of the samples ``indices``."""
-        features = features.detach()
-        self.positive[indices] = positive_similarity(features, center=self.center)
-        self.features[indices] = features.float().mean(dim=0).to(self.features.dtype)
+        self.views[indices] = features.detach().transpose(0, 1).to(self.views.dtype)
         self.written[indices] = True
+
+    def frame(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The written ``rows`` in one frame: (cosine of each sample's two views, the
+        normalised mean of its two views), both after centring by the mean view of ``rows``.
+
+        Shape:
+            rows: (R,) -> ((R,), (R, D)).
+        """
+        views = self.views[rows].float()
+        count, _, dim = views.shape
+        flat = center_and_normalize(views.reshape(2 * count, dim), self.center)
+        first, second = flat.view(count, 2, dim).unbind(dim=1)
+        positive = (first * second).sum(dim=-1)
+        return positive, F.normalize(first + second, dim=-1)
 
     @full_precision
     def compute(self, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -73,20 +84,24 @@ class BankMemory:
         Args:
             labels: optional labels for the kNN label-agreement diagnostic (never in scores).
         """
-        memory = torch.full_like(self.positive, float("nan"))
+        memory = torch.full(
+            (len(self.written),), float("nan"), dtype=torch.float32, device=self.views.device
+        )
         rows = self.written.nonzero().squeeze(1)
         k = min(self.k, len(rows) - 1)
         if k < 1:
             return memory, {}
-        bank = center_and_normalize(self.features[rows], self.center)
-        similarities, neighbours = search(bank, bank, k + 1, use_faiss=self.use_faiss)
+        positive, representatives = self.frame(rows)
+        similarities, neighbours = search(
+            representatives, representatives, k + 1, use_faiss=self.use_faiss
+        )
         # drop each row's own entry (normally first; with exact duplicates anywhere)
         is_self = neighbours == torch.arange(len(rows), device=neighbours.device)[:, None]
         keep = ~is_self
         keep[keep.sum(dim=1) > k, -1] = False  # rows where self was not among the k+1
-        similarities = similarities[keep].view(len(rows), k)
+        similarities = similarities[keep].view(len(rows), k).to(positive.device)
         neighbours = neighbours[keep].view(len(rows), k)
-        logits = torch.cat([self.positive[rows, None], similarities.to(self.positive.device)], 1)
+        logits = torch.cat([positive[:, None], similarities], 1)
         entropy = softmax_entropy(logits / self.tau)
         memory[rows] = scale_entropy(entropy, k + 1, self.normalize)
         stats: dict[str, Any] = {"bank_neighbour_sim_mean": float(similarities.mean())}
@@ -100,9 +115,14 @@ class BankMemory:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Bank contents for a checkpoint."""
-        return {"features": self.features, "positive": self.positive, "written": self.written}
+        return {"views": self.views, "written": self.written}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`state_dict`."""
-        for name in ("features", "positive", "written"):
-            getattr(self, name).copy_(state[name])
+        if "views" not in state:
+            raise UserInputError(
+                "this checkpoint's memory bank has the older one-view layout (features + "
+                "positive); resume it with the ssl_emp version that wrote it, or start a new run"
+            )
+        self.views.copy_(state["views"])
+        self.written.copy_(state["written"])
