@@ -1,5 +1,6 @@
 """MoCo v2: per-sample InfoNCE, the key queue, the momentum update, resume of queue and keys."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -7,9 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssl_emp.data import GlobalBatch
 from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.experiments.train import build_trainer, pretrain
+from ssl_emp.methods import MethodOutput
 from ssl_emp.methods.losses import info_nce_per_sample
+from ssl_emp.methods.moco import chunked
 from ssl_emp.methods.queue import KeyQueue
 from tests.conftest import tiny_config_with
 
@@ -112,3 +116,67 @@ def test_moco_with_emp_trains_end_to_end(tmp_path: Path, symmetric: bool) -> Non
     for name in ("config.yaml", "metrics.jsonl", "scores.npz"):
         assert (run.path / name).is_file()
     assert len(list_checkpoints(run.checkpoint_dir)) == 2
+
+
+def test_memory_features_come_from_the_online_encoder_for_both_views(tmp_path: Path) -> None:
+    trainer = build_trainer(tiny_config_with(tmp_path, *MOCO, "method.symmetric=false"))
+    model = trainer.model
+    with torch.no_grad():  # a key encoder that differs from the online one, as after training
+        for parameter in model.key_backbone.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    images = trainer.data.images[:8]
+    reference, twice = copy.deepcopy(model), copy.deepcopy(model)
+    buffers = {name: b.clone() for name, b in model.named_buffers() if "queue" not in name}
+    torch.manual_seed(3)
+    output = model(images)
+    torch.manual_seed(3)
+    view_a, view_b = reference.augmentation.two_views(images)
+    with torch.no_grad():
+        expected = torch.cat([reference.backbone(chunk) for chunk in view_b.chunk(2)])
+    assert torch.allclose(output.features[1], expected, atol=1e-5)  # online, not momentum
+    assert torch.allclose(output.projections[1], reference.projection_head(expected), atol=1e-5)
+    # view b's pass left the BN statistics as view a's training pass made them
+    with torch.no_grad():
+        torch.cat([twice.backbone(chunk) for chunk in view_a.chunk(2)])
+    for name, value in twice.named_buffers():
+        if name.startswith("backbone."):
+            assert torch.equal(dict(model.named_buffers())[name], value), name
+    assert any(not torch.equal(buffers[n], b) for n, b in model.named_buffers() if n in buffers)
+
+
+def test_a_skipped_step_changes_no_state(tmp_path: Path) -> None:
+    trainer = build_trainer(
+        tiny_config_with(tmp_path, *MOCO, "train.on_nonfinite=skip", "method.momentum=0.5")
+    )
+    model = trainer.model
+    batch = GlobalBatch.single(torch.arange(16))
+    assert trainer.train_step(batch, progress=0.5) is not None  # queue and keys now in use
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    forward = model.forward
+
+    def poisoned(images: torch.Tensor, labels: torch.Tensor) -> MethodOutput:
+        output = forward(images, labels)
+        output.loss = output.loss * float("nan")
+        return output
+
+    model.forward = poisoned
+    assert trainer.train_step(batch, progress=0.6) is None
+    after = model.state_dict()
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert changed == []  # weights, BN statistics, queue, pointer, key encoder
+    model.forward = forward
+    assert trainer.train_step(batch, progress=0.7) is not None
+    assert int(model.queue.filled) == 20  # the accepted steps queued their keys
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 16])
+def test_fixed_bn_calls_do_not_depend_on_the_shard_size(size: int) -> None:
+    calls = []
+
+    def encoder(chunk: torch.Tensor) -> torch.Tensor:
+        calls.append(len(chunk))
+        return chunk
+
+    inputs = torch.arange(size)
+    assert torch.equal(chunked(encoder, inputs, splits=4, fixed_calls=True), inputs)
+    assert len(calls) == 4 and sum(calls) == size

@@ -89,25 +89,35 @@ class Trainer:
         set_learning_rate(self.optimizer, learning_rate_at(progress, self.config.train))
         self.model.before_step(progress, self.config.train.epochs)
         local = batch.local
+        buffers = self._snapshot_buffers()
         with autocast_context(self.device, self.config.train.amp):
             output = self.forward_model(self.data.images[local], self.data.labels[local])
         memory = self.estimator.batch_memory(batch, output)
         try:
             loss = self.pruner.step(batch, output.loss, memory, epoch=self.state.epoch)
         except NonFiniteLossError:
-            self._non_finite()
+            self._non_finite(buffers)
             return None
         self.estimator.observe(batch, output)
         self.local_train_count[local] += 1
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.model.commit_step()
         self.state.step += 1
         return self.pruner.last_losses
 
-    def _non_finite(self) -> None:
-        """Stop (default) or skip a step whose loss is not finite; nothing is recorded and
-        the skipped samples do not count as visits."""
+    def _snapshot_buffers(self) -> list[torch.Tensor] | None:
+        """Copies of the model's buffers (BN statistics) when non-finite steps are skipped, so
+        a skipped step can be undone."""
+        if self.config.train.on_nonfinite != "skip":
+            return None
+        return [buffer.detach().clone() for buffer in self.model.buffers()]
+
+    def _non_finite(self, buffers: list[torch.Tensor] | None) -> None:
+        """Stop (default) or skip a step whose loss is not finite. A skipped step changes no
+        model state (weights, BN statistics, MoCo's queue and key encoder), records nothing,
+        and its samples do not count as visits."""
         where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
         if self.config.train.on_nonfinite == "stop":
             raise TrainingDivergedError(
@@ -117,6 +127,10 @@ class Trainer:
             )
         self.state.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
+        if buffers is not None:
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
         self.log(
             f"warning: non-finite loss at {where}; step skipped ({self.state.skipped_steps} so far)"
         )

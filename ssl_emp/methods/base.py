@@ -69,8 +69,16 @@ class Method(nn.Module):
         """Hook called before each step with the training progress in epochs (default: none)."""
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> MethodOutput:
-        """Per-sample losses of a uint8 batch (B, C, H, W) with its labels (B,)."""
+        """Per-sample losses of a uint8 batch (B, C, H, W) with its labels (B,).
+
+        Changes no state beyond what autograd and batch norm do, so a step the trainer
+        skips can be undone; updates that belong to an accepted step go in
+        :meth:`commit_step`.
+        """
         raise NotImplementedError
+
+    def commit_step(self) -> None:
+        """Called after an accepted optimizer step (default: nothing to do)."""
 
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
         """Features of freshly augmented views of a uint8 batch, without side effects.

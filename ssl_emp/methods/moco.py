@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -10,6 +12,7 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
+from torch.func import functional_call
 
 from ssl_emp.collectives import all_gather_rows
 from ssl_emp.data.augment import ViewAugmentation
@@ -23,11 +26,37 @@ if TYPE_CHECKING:
     from ssl_emp.data.dataset import ImageData
 
 
-def chunked(module: nn.Module, inputs: torch.Tensor, splits: int) -> torch.Tensor:
-    """``module`` applied to ``splits`` chunks of the batch: each chunk gets its own BN stats."""
-    if splits <= 1 or len(inputs) < 2 * splits:
+def chunked(
+    module: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    splits: int,
+    fixed_calls: bool = False,
+) -> torch.Tensor:
+    """``module`` applied to ``splits`` chunks of the batch: each chunk gets its own BN stats.
+
+    By default a batch smaller than ``2 * splits`` is encoded whole. With ``fixed_calls`` the
+    module is always called exactly ``splits`` times (chunks may hold one sample), so the
+    number of calls does not depend on the batch size: SyncBatchNorm runs one collective per
+    call, and ranks whose shards differ in size must make the same number of calls.
+    """
+    if splits <= 1 or (not fixed_calls and len(inputs) < 2 * splits):
         return module(inputs)
-    return torch.cat([module(chunk) for chunk in inputs.chunk(splits)])
+    if fixed_calls and len(inputs) < splits:
+        raise ValueError(f"{len(inputs)} samples cannot fill {splits} BN groups")
+    return torch.cat([module(chunk) for chunk in torch.tensor_split(inputs, splits)])
+
+
+@torch.no_grad()
+def without_side_effects(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``module(inputs)`` in its current mode, no gradient, its buffers left untouched.
+
+    The module runs on copies of its buffers (``torch.func.functional_call``): in training
+    mode batch norm normalises with the batch's statistics as usual, but its running
+    statistics are not updated.
+    """
+    state = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    state.update(dict(module.named_parameters()))
+    return functional_call(module, state, (inputs,))
 
 
 class MoCo(Method):
@@ -43,6 +72,11 @@ class MoCo(Method):
         momentum: base momentum m of the key encoder, raised to 1 on a cosine schedule.
         symmetric: also use (view b -> query, view a -> key) and average.
         bn_splits: BN groups for the single-device shuffle-BN (1 = off).
+        fixed_bn_calls: always encode in exactly ``bn_splits`` groups (needed with
+            SyncBatchNorm, whose collectives must match across ranks).
+
+    A step changes the momentum encoder and the queue only when the trainer accepts it
+    (:meth:`commit_step`), so a skipped step leaves them as they were.
     """
 
     def __init__(
@@ -56,6 +90,7 @@ class MoCo(Method):
         momentum: float,
         symmetric: bool,
         bn_splits: int,
+        fixed_bn_calls: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -73,6 +108,8 @@ class MoCo(Method):
         self.current_momentum = momentum
         self.symmetric = symmetric
         self.bn_splits = bn_splits
+        self.fixed_bn_calls = fixed_bn_calls
+        self.pending_keys: torch.Tensor | None = None
 
     @classmethod
     def from_config(
@@ -90,6 +127,7 @@ class MoCo(Method):
             momentum=method.momentum,
             symmetric=method.symmetric,
             bn_splits=method.bn_splits,
+            fixed_bn_calls=config.train.sync_bn,
         )
 
     def before_step(self, progress: float, epochs: int) -> None:
@@ -106,37 +144,58 @@ class MoCo(Method):
         update_momentum(self.backbone, self.key_backbone, m=self.current_momentum)
         update_momentum(self.projection_head, self.key_head, m=self.current_momentum)
 
+    def _encode(
+        self, module: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor
+    ) -> torch.Tensor:
+        return chunked(module, views, self.bn_splits, fixed_calls=self.fixed_bn_calls)
+
     @torch.no_grad()
     def encode_keys(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Key-encoder features and keys of ``views``, encoded in shuffled BN groups."""
         order = torch.randperm(len(views), device=views.device)
         inverse = torch.argsort(order)
-        features = chunked(self.key_backbone, views[order], self.bn_splits)
+        features = self._encode(self.key_backbone, views[order])
         keys = self.key_head(features)
         return features[inverse], keys[inverse]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MethodOutput:
-        """Per-sample InfoNCE of a uint8 batch, then the batch's keys join the queue."""
+        """Per-sample InfoNCE of a uint8 batch; the keys wait in ``pending_keys`` until
+        :meth:`commit_step` queues them.
+
+        The returned features and projections (for the memory term) come from the online
+        encoder for both views: without ``symmetric`` view b's are computed without gradient
+        and without touching any buffer (:func:`without_side_effects`).
+        """
         view_a, view_b = self.augmentation.two_views(images)
-        self.momentum_update()
-        negatives = self.queue.negatives().clone()  # enqueue below writes in place
-        features_a = chunked(self.backbone, view_a, self.bn_splits)
+        negatives = self.queue.negatives()
+        features_a = self._encode(self.backbone, view_a)
         queries_a = self.projection_head(features_a)
-        key_features_b, keys_b = self.encode_keys(view_b)
+        _, keys_b = self.encode_keys(view_b)
         loss = info_nce_per_sample(queries_a, keys_b, negatives, self.temperature)
-        features_b, queries_b = key_features_b, None
         if self.symmetric:
-            features_b = chunked(self.backbone, view_b, self.bn_splits)
+            features_b = self._encode(self.backbone, view_b)
             queries_b = self.projection_head(features_b)
             _, keys_a = self.encode_keys(view_a)
             loss = (loss + info_nce_per_sample(queries_b, keys_a, negatives, self.temperature)) / 2
-        self.queue.enqueue(all_gather_rows(keys_b))  # every rank queues the global batch
-        projections_b = queries_b if queries_b is not None else keys_b
+        else:
+            features_b = self._encode(partial(without_side_effects, self.backbone), view_b)
+            queries_b = without_side_effects(self.projection_head, features_b)
+        self.pending_keys = keys_b.detach()
         return MethodOutput(
             loss=loss,
             features=torch.stack([features_a.detach(), features_b.detach()]),
-            projections=torch.stack([queries_a.detach(), projections_b.detach()]),
+            projections=torch.stack([queries_a.detach(), queries_b.detach()]),
         )
+
+    @torch.no_grad()
+    def commit_step(self) -> None:
+        """After an accepted optimizer step: the momentum update of the key encoder (towards
+        the new online weights, with this step's momentum) and the step's keys into the queue
+        (every rank queues the global batch)."""
+        self.momentum_update()
+        if self.pending_keys is not None:
+            self.queue.enqueue(all_gather_rows(self.pending_keys))
+            self.pending_keys = None
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
