@@ -1,6 +1,8 @@
 """The ``ssl-emp`` command line.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 anything else.
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 75 stopped by SIGTERM
+or SIGUSR1 after writing a checkpoint (continue with ``--resume``), 130 interrupted, 1 anything
+else.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Sequence
 
 from ssl_emp.collectives import cleanup
 from ssl_emp.config import describe_options, load_config
-from ssl_emp.errors import TrainingDivergedError, UserInputError
+from ssl_emp.engine.preemption import PREEMPTED_EXIT_CODE
+from ssl_emp.errors import RunPreempted, TrainingDivergedError, UserInputError
 
 CONFIG_HELP = (
     "overrides are dotted key=value pairs after the options, e.g. "
@@ -261,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if main_rank:
             print(f"ssl-emp: error: {error}", file=sys.stderr)
         return 1
+    except RunPreempted as message:
+        if main_rank:
+            print(f"ssl-emp: {message}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print("ssl-emp: interrupted; resume with --resume", file=sys.stderr)
         return 130

@@ -19,3 +19,7 @@ class NonFiniteLossError(ArithmeticError):
     The trainer turns it into :class:`TrainingDivergedError` or a skipped step
     (``train.on_nonfinite``).
     """
+
+
+class RunPreempted(Exception):  # noqa: N818 - a stop, not an error
+    """The run was asked to stop (SIGTERM, SIGUSR1) and wrote a checkpoint to resume from."""

@@ -47,10 +47,12 @@ CASE_NAMES = [
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file's digest, but the lock file's (it names the last process that held the
+    directory, which is no result)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != ".lock"
     }
 
 

@@ -43,6 +43,9 @@ class Callback:
     def on_fit_end(self, trainer: Trainer) -> None:
         """When ``fit`` returns (``trainer.finished`` tells whether all epochs are done)."""
 
+    def on_preempt(self, trainer: Trainer) -> None:
+        """A stop signal arrived inside an epoch; the run stops after this hook."""
+
 
 class Checkpointer(Callback):
     """Exact resume: writes a checkpoint after every epoch and every ``train.checkpoint_every``
@@ -107,6 +110,9 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         self.save(trainer)
+
+    def on_preempt(self, trainer: Trainer) -> None:
+        self.save(trainer, mid_epoch=True)
 
 
 class MetricsLogger(Callback):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_emp.config import Config, config_from_dict, read_yaml
+from ssl_emp.engine.lock import RunLock
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import append_jsonl, read_jsonl, write_jsonl, write_yaml
 
@@ -67,6 +68,7 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock = RunLock(self.path)
 
     @property
     def config_path(self) -> Path:
@@ -104,26 +106,29 @@ class RunDirectory:
     def prepare(cls, config: Config) -> RunDirectory:
         """Create (or reopen for ``run.resume``) the run directory of ``config``.
 
+        The returned directory is locked (:class:`~ssl_emp.engine.lock.RunLock`) until
+        :meth:`release` or the end of the process: a second process on the same directory
+        is refused before it touches anything.
+
         Raises:
-            UserInputError: the directory exists without resume/overwrite, the saved config
-                differs on resume, or the directory is not writable.
+            UserInputError: the directory exists without resume/overwrite, another process
+                trains into it, the saved config differs on resume, or the directory is not
+                writable.
         """
         run = cls(config.run.dir)
         exists = run.path.exists() and any(run.path.iterdir())
         if config.run.resume and config.run.overwrite:
             raise UserInputError("--resume and --overwrite exclude each other; pick one")
-        if exists and config.run.overwrite:
-            shutil.rmtree(run.path)
-        elif exists and not config.run.resume:
+        if exists and not (config.run.resume or config.run.overwrite):
             raise UserInputError(
                 f"run directory {run.path} already exists; pass --resume to continue it or "
                 "--overwrite to delete it and start over (or choose another run.dir)"
             )
-        elif config.run.resume and not exists:
+        if config.run.resume and not exists:
             raise UserInputError(
                 f"--resume: run directory {run.path} does not exist; drop --resume to start it"
             )
-        elif config.run.resume:
+        if config.run.resume:
             saved = read_yaml(run.config_path)
             changed = changed_keys(saved, config.to_dict())
             if changed:
@@ -131,8 +136,16 @@ class RunDirectory:
                     f"--resume with a changed config: {', '.join(changed)} differ from "
                     f"{run.config_path}; restore them or start a new run.dir"
                 )
+        # every check above only read; from here on the directory changes, under the lock
+        if exists:
+            run._lock_or_refuse()
+        if exists and config.run.overwrite:
+            shutil.rmtree(run.path)
+            run.lock.release()
+            run.lock = RunLock(run.path)
         try:
             run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            run._lock_or_refuse()
             probe = run.path / ".write_test"
             probe.write_text("ok")
             probe.unlink()
@@ -144,6 +157,19 @@ class RunDirectory:
         if not config.run.resume:
             write_yaml(run.config_path, config.to_dict())
         return run
+
+    def _lock_or_refuse(self) -> None:
+        try:
+            self.lock.acquire()
+        except OSError as error:
+            raise UserInputError(
+                f"run directory {self.path} is not writable ({error.strerror}); choose another "
+                "run.dir"
+            ) from None
+
+    def release(self) -> None:
+        """Give up the lock taken by :meth:`prepare` (when training ends)."""
+        self.lock.release()
 
     def load_config(self) -> Config:
         """The resolved config saved in the run directory."""

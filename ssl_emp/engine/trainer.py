@@ -23,9 +23,10 @@ from ssl_emp.data.batch import GlobalBatch, index_batches
 from ssl_emp.engine.builder import TrainingParts
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
+from ssl_emp.engine.preemption import StopRequest
 from ssl_emp.engine.seeding import epoch_generator
 from ssl_emp.engine.state import EpochRecord, TrainState
-from ssl_emp.errors import NonFiniteLossError, TrainingDivergedError
+from ssl_emp.errors import NonFiniteLossError, RunPreempted, TrainingDivergedError
 from ssl_emp.pruning.accounting import effective_rate
 
 
@@ -65,6 +66,7 @@ class Trainer:
         self.last_epoch_indices = torch.zeros(0, dtype=torch.long, device=self.device)
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._started = time.perf_counter()
+        self.stop = StopRequest()
 
     @property
     def finished(self) -> bool:
@@ -169,19 +171,36 @@ class Trainer:
                 batch, progress=epoch + state.epoch_seen / len(indices)
             )
             state.epoch_batches_done += 1
-            if per_sample_loss is None:
-                continue
-            state.epoch_seen += len(batch)
-            self._loss_sum += per_sample_loss.double().sum()
-            for callback in self.callbacks:
-                callback.on_step_end(self, batches_in_epoch=len(batches))
-            if config.train.progress:
-                elapsed = time.perf_counter() - self._started
-                progress_bar.set_postfix(
-                    loss=f"{per_sample_loss.mean().item():.3f}",
-                    img_s=f"{state.epoch_seen / elapsed:.0f}",
-                )
+            if per_sample_loss is not None:
+                state.epoch_seen += len(batch)
+                self._loss_sum += per_sample_loss.double().sum()
+                for callback in self.callbacks:
+                    callback.on_step_end(self, batches_in_epoch=len(batches))
+                if config.train.progress:
+                    elapsed = time.perf_counter() - self._started
+                    progress_bar.set_postfix(
+                        loss=f"{per_sample_loss.mean().item():.3f}",
+                        img_s=f"{state.epoch_seen / elapsed:.0f}",
+                    )
+            if state.epoch_batches_done < len(batches) and self.stop.requested(self.device):
+                progress_bar.close()
+                self._stop_mid_epoch()
         return self._close_epoch(epoch, indices)
+
+    def _stop_mid_epoch(self) -> None:
+        """Checkpoint the epoch in progress for the callbacks, then stop the run."""
+        self.sync_epoch_progress()
+        for callback in self.callbacks:
+            callback.on_preempt(self)
+        raise self._preempted()
+
+    def _preempted(self) -> RunPreempted:
+        state = self.state
+        return RunPreempted(
+            f"stopped by {self.stop.signal_name or 'a signal on another rank'} after step "
+            f"{state.step} (epoch {state.epoch + 1}, batch {state.epoch_batches_done}); "
+            f"checkpoint in {self.run.checkpoint_dir}; continue with --resume"
+        )
 
     def _close_epoch(self, epoch: int, indices: torch.Tensor) -> EpochRecord:
         """End-of-epoch memory pass, budget accounting and the epoch's record."""
@@ -216,13 +235,20 @@ class Trainer:
         """Train the remaining epochs (or up to ``until_epoch``); returns all metrics records."""
         epochs = self.config.train.epochs
         last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
-        for callback in self.callbacks:
-            callback.on_fit_start(self)
-        while self.state.epoch < last_epoch:
-            record = self.train_epoch()
+        self.stop.install()
+        try:
             for callback in self.callbacks:
-                callback.on_epoch_end(self, record)
-        for callback in self.callbacks:
-            callback.on_fit_end(self)
-        barrier()
-        return self.run.metrics()
+                callback.on_fit_start(self)
+            while self.state.epoch < last_epoch:
+                record = self.train_epoch()
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, record)
+                if self.state.epoch < last_epoch and self.stop.requested(self.device):
+                    raise self._preempted()  # the epoch's checkpoint is written
+            for callback in self.callbacks:
+                callback.on_fit_end(self)
+            barrier()
+            return self.run.metrics()
+        finally:
+            self.stop.uninstall()
+            self.run.release()
