@@ -23,3 +23,7 @@ class NonFiniteLossError(ArithmeticError):
 
 class RunPreempted(Exception):  # noqa: N818 - a stop, not an error
     """The run was asked to stop (SIGTERM, SIGUSR1) and wrote a checkpoint to resume from."""
+
+
+class RanksDisagreeError(RuntimeError):
+    """The processes of a ``torchrun`` job selected different samples for an epoch."""

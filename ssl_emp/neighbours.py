@@ -20,26 +20,47 @@ except ImportError:  # pragma: no cover - exercised only where faiss is absent
     faiss = None
 
 
+MAX_GPU_K = 2048  # faiss-gpu's largest k (and nprobe)
+
+
 def faiss_available() -> bool:
     """Whether faiss can be imported."""
     return faiss is not None
 
 
-def _faiss_search(
-    database: torch.Tensor, queries: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    assert faiss is not None
-    base = np.ascontiguousarray(database.detach().float().cpu().numpy())
-    query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
-    index: Any = faiss.IndexFlatIP(base.shape[1])
-    if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
-        index = faiss.index_cpu_to_gpu(
-            faiss.StandardGpuResources(), database.device.index or 0, index
+class FaissSearch:
+    """Exact inner-product search with faiss; on CUDA data with faiss-gpu, a GPU index whose
+    resources (streams, scratch memory) are created once per object and reused by every
+    search, since creating them costs more than a search of a small bank."""
+
+    def __init__(self) -> None:
+        self._gpu_resources: Any = None
+
+    def _gpu(self) -> Any:
+        if self._gpu_resources is None:
+            assert faiss is not None
+            self._gpu_resources = faiss.StandardGpuResources()
+        return self._gpu_resources
+
+    def search(
+        self, database: torch.Tensor, queries: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` largest inner products of each query with the database rows."""
+        assert faiss is not None
+        base = np.ascontiguousarray(database.detach().float().cpu().numpy())
+        query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
+        index: Any = faiss.IndexFlatIP(base.shape[1])
+        if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
+            if k > MAX_GPU_K:
+                raise ValueError(f"faiss-gpu searches at most {MAX_GPU_K} neighbours, not {k}")
+            index = faiss.index_cpu_to_gpu(self._gpu(), database.device.index or 0, index)
+        index.add(base)
+        similarities, indices = index.search(query, k)
+        device = queries.device
+        return (
+            torch.from_numpy(similarities).to(device),
+            torch.from_numpy(indices).long().to(device),
         )
-    index.add(base)
-    similarities, indices = index.search(query, k)
-    device = queries.device
-    return torch.from_numpy(similarities).to(device), torch.from_numpy(indices).long().to(device)
 
 
 def _torch_search(
@@ -56,13 +77,24 @@ def _torch_search(
 
 
 def search(
-    database: torch.Tensor, queries: torch.Tensor, k: int, use_faiss: bool = True
+    database: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    use_faiss: bool = True,
+    searcher: FaissSearch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest inner products of each query with the database rows.
+
+    Args:
+        database: (N, D) rows.
+        queries: (Q, D) rows.
+        k: neighbours per query.
+        use_faiss: search with faiss when installed (else torch).
+        searcher: a :class:`FaissSearch` to reuse (its GPU resources); a new one otherwise.
 
     Returns:
         (similarities, indices), each of shape (Q, k), best first.
     """
     if use_faiss and faiss_available():
-        return _faiss_search(database, queries, k)
+        return (searcher or FaissSearch()).search(database, queries, k)
     return _torch_search(database, queries, k)

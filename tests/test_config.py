@@ -105,3 +105,10 @@ def test_describe_options_lists_every_key() -> None:
         "run.dir",
     ]:
         assert f"  {key}" in text
+
+
+@pytest.mark.parametrize("key", ["memory.k", "eval.knn_k"])
+def test_neighbour_counts_are_capped_at_the_faiss_gpu_limit(key: str) -> None:
+    assert load_config(None, [f"{key}=2048"])
+    with pytest.raises(UserInputError, match=f"'{key}' must be >= 1 and <= 2048; got 4096"):
+        load_config(None, [f"{key}=4096"])

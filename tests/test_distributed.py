@@ -34,7 +34,14 @@ def _free_port() -> int:
 
 
 def _worker(
-    rank: int, world: int, port: int, run_dir: str, overrides: list[str], out: str, fail_rank: int
+    rank: int,
+    world: int,
+    port: int,
+    run_dir: str,
+    overrides: list[str],
+    out: str,
+    fail_rank: int,
+    diverge_rank: int,
 ) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -48,6 +55,8 @@ def _worker(
     trainer = build_trainer(config)
     if rank == fail_rank:
         raise RuntimeError(f"simulated failure on rank {rank}")
+    if rank == diverge_rank:  # a score table that no longer matches the other rank's
+        trainer.pruner.table.loss[:10] = 5.0
     trainer.fit()
     torch.save(
         {"table": trainer.pruner.table.state_dict(), "local": trainer.local_train_count.cpu()},
@@ -56,11 +65,13 @@ def _worker(
     cleanup()
 
 
-def _spawn(tmp_path: Path, overrides: list[str], fail_rank: int = -1) -> list[dict]:
+def _spawn(
+    tmp_path: Path, overrides: list[str], fail_rank: int = -1, diverge_rank: int = -1
+) -> list[dict]:
     run_dir = tmp_path / "ddp"
     mp.spawn(
         _worker,
-        args=(2, _free_port(), str(run_dir), overrides, str(tmp_path), fail_rank),
+        args=(2, _free_port(), str(run_dir), overrides, str(tmp_path), fail_rank, diverge_rank),
         nprocs=2,
         join=True,
     )
@@ -144,3 +155,10 @@ def test_torchrun_cli_and_world_size_check_on_resume(tmp_path: Path) -> None:
     )
     assert resume.returncode == 2
     assert "written by 2 process(es) but this run has 1" in resume.stderr
+
+
+def test_ranks_that_select_differently_stop_with_a_clear_error(tmp_path: Path) -> None:
+    overrides = [*DDP_OVERRIDES, "pruning.policy=topk", "pruning.warmup_epochs=0"]
+    with pytest.raises(mp.ProcessRaisedException, match="selected different samples for epoch 1"):
+        _spawn(tmp_path, overrides, diverge_rank=1)
+    assert not (tmp_path / "ddp" / "metrics.jsonl").exists()

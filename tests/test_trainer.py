@@ -103,3 +103,23 @@ def test_corrupt_checkpoint_names_previous(tmp_path: Path) -> None:
         load_checkpoint(newest, previous=list_checkpoints(run.checkpoint_dir)[0])
     resumed = build_trainer(tiny_config_with(tmp_path, "train.epochs=2", "run.resume=true"))
     assert resumed.state.epoch == 1
+
+
+def test_resume_of_a_run_that_predates_a_config_key(tmp_path: Path) -> None:
+    run = pretrain(tiny_config_with(tmp_path, "train.epochs=1"))
+    text = run.config_path.read_text()
+    assert "deterministic: false" in text
+    run.config_path.write_text(text.replace("  deterministic: false\n", ""))
+    resumed = build_trainer(tiny_config_with(tmp_path, "train.epochs=1", "run.resume=true"))
+    assert resumed.state.epoch == 1
+
+
+def test_deterministic_option_turns_on_deterministic_algorithms(tmp_path: Path) -> None:
+    try:
+        trainer = build_trainer(tiny_config_with(tmp_path, "train.deterministic=true"))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        trainer.fit()  # every op of a CPU run has a deterministic implementation
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False

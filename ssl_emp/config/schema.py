@@ -138,6 +138,11 @@ class TrainConfig:
     )
     device: DeviceName = _option("auto", "training device")
     amp: bool = _option(True, "bfloat16 mixed precision on CUDA (ignored on CPU)")
+    deterministic: bool = _option(
+        False,
+        "reproducible GPU runs: deterministic cuDNN and torch algorithms (slower; CPU runs are "
+        "deterministic anyway)",
+    )
     threads: int | None = _option(None, "CPU threads for torch (default: torch's choice)", ge=1)
     progress: bool = _option(True, "show a tqdm progress bar")
     checkpoint_every: int = _option(
@@ -215,7 +220,9 @@ class MemoryConfig:
         True, "subtract the mean feature before the cosine (without it the term is ~constant)"
     )
     tau: float = _option(0.1, "temperature tau_m of the memory softmax", gt=0.0)
-    k: int = _option(32, "bank: number of nearest neighbours", ge=1)
+    k: int = _option(
+        32, "bank: number of nearest neighbours (faiss-gpu searches at most 2048)", ge=1, le=2048
+    )
     refresh_every: int = _option(
         0, "bank: re-embed every sample (no grad) every n epochs; 0 = never", ge=0
     )
@@ -232,7 +239,9 @@ class EvalConfig:
     probe_lr: float = _option(1e-2, "learning rate of the probe (Adam)", gt=0.0)
     probe_batch_size: int = _option(256, "mini-batch size of the probe", ge=1)
     probe_weight_decay: float = _option(1e-5, "weight decay of the probe", ge=0.0)
-    knn_k: int = _option(200, "kNN: number of neighbours", ge=1)
+    knn_k: int = _option(
+        200, "kNN: number of neighbours (faiss-gpu searches at most 2048)", ge=1, le=2048
+    )
     knn_t: float = _option(0.1, "kNN: temperature of the similarity weights exp(sim / t)", gt=0.0)
     knn_every: int = _option(
         0, "pretraining: kNN monitor on the test split every n epochs (0 = off)", ge=0

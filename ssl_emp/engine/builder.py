@@ -3,6 +3,7 @@ memory estimator and run directory, with every check on their combination up fro
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -152,6 +153,18 @@ def wrap_for_ddp(
     return model, DistributedDataParallel(model, device_ids=device_ids)
 
 
+def use_deterministic_algorithms() -> None:
+    """Deterministic cuDNN and torch algorithms for reproducible GPU runs (``train.deterministic``).
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first use; it is set here when the
+    user has not set it.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
 def build_parts(
     config: Config, train_data: ImageData | None = None, test_data: ImageData | None = None
 ) -> TrainingParts:
@@ -170,6 +183,8 @@ def build_parts(
         raise UserInputError("train.sync_bn=true needs CUDA; drop it for CPU runs")
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    if config.train.deterministic:
+        use_deterministic_algorithms()
     if train_data is None or (needs_test_data(config) and test_data is None):
         train_data, test_data = build_datasets(
             config.data, seed=config.seed, image_size=config.augment.image_size

@@ -129,7 +129,8 @@ class RunDirectory:
                 f"--resume: run directory {run.path} does not exist; drop --resume to start it"
             )
         if config.run.resume:
-            saved = read_yaml(run.config_path)
+            # keys added since the run started take their defaults
+            saved = config_from_dict(read_yaml(run.config_path)).to_dict()
             changed = changed_keys(saved, config.to_dict())
             if changed:
                 raise UserInputError(

@@ -10,6 +10,7 @@ the parts are assembled by :func:`ssl_emp.engine.builder.build_parts`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ssl_emp.collectives import barrier
+from ssl_emp.collectives import all_gather_objects, barrier
 from ssl_emp.data.batch import GlobalBatch, index_batches
 from ssl_emp.engine.builder import TrainingParts
 from ssl_emp.engine.callbacks import Callback
@@ -26,8 +27,31 @@ from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
 from ssl_emp.engine.preemption import StopRequest
 from ssl_emp.engine.seeding import epoch_generator
 from ssl_emp.engine.state import EpochRecord, TrainState
-from ssl_emp.errors import NonFiniteLossError, RunPreempted, TrainingDivergedError
+from ssl_emp.errors import (
+    NonFiniteLossError,
+    RanksDisagreeError,
+    RunPreempted,
+    TrainingDivergedError,
+)
 from ssl_emp.pruning.accounting import effective_rate
+
+
+def check_ranks_agree(kept: torch.Tensor, epoch: int) -> None:
+    """Stop the job when the ranks selected different samples for ``epoch``.
+
+    Every rank selects on its own from its copy of the score table and relies on all copies
+    being bit-identical; one all-gather of a digest per epoch turns a silent divergence (or a
+    hang on mismatched batch counts) into a clear error.
+    """
+    digest = hashlib.sha256(kept.numpy().tobytes()).hexdigest()[:16]
+    digests = all_gather_objects(digest)
+    if len(set(digests)) > 1:
+        listing = ", ".join(f"rank {rank}: {value}" for rank, value in enumerate(digests))
+        raise RanksDisagreeError(
+            f"the processes selected different samples for epoch {epoch + 1} ({listing}); "
+            "their score tables diverged, so training would differ per rank. Check that every "
+            "rank runs the same code, config and hardware, then --resume"
+        )
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -149,6 +173,7 @@ class Trainer:
         epoch = state.epoch
         if state.epoch_indices is None:
             state.epoch_indices = self.pruner.select(epoch).cpu()
+            check_ranks_agree(state.epoch_indices, epoch)
         indices = state.epoch_indices.to(self.device)
         batches = index_batches(
             indices, config.train.batch_size, generator=epoch_generator(config.seed, epoch)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_emp.errors import UserInputError
-from ssl_emp.neighbours import search
+from ssl_emp.neighbours import FaissSearch, search
 from ssl_emp.numerics import full_precision
 from ssl_emp.pruning.memory import center_and_normalize, scale_entropy, softmax_entropy
 
@@ -55,6 +55,7 @@ class BankMemory:
     ) -> None:
         self.tau, self.k, self.center, self.normalize = tau, k, center, normalize
         self.use_faiss = use_faiss
+        self.searcher = FaissSearch()  # created once: GPU resources are reused every epoch
         self.views = torch.zeros(num_samples, 2, dim, dtype=torch.float16, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
 
@@ -93,7 +94,7 @@ class BankMemory:
             return memory, {}
         positive, representatives = self.frame(rows)
         similarities, neighbours = search(
-            representatives, representatives, k + 1, use_faiss=self.use_faiss
+            representatives, representatives, k + 1, self.use_faiss, self.searcher
         )
         # drop each row's own entry (normally first; with exact duplicates anywhere)
         is_self = neighbours == torch.arange(len(rows), device=neighbours.device)[:, None]
