@@ -72,3 +72,25 @@ def test_scores_are_float32_inside_autocast() -> None:
             got = compute()
         assert got.dtype == torch.float32, name
         assert torch.equal(got, expected), name
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_gathered_nt_xent_equals_the_single_process_loss_over_the_global_batch(world) -> None:
+    # under torchrun each rank scores its strided shard against every rank's views
+    generator = torch.Generator().manual_seed(world)
+    all_a, all_b = torch.randn(2, 11, 8, generator=generator)
+    expected = nt_xent_per_sample(all_a, all_b, temperature=0.3)
+    sizes = [len(range(rank, 11, world)) for rank in range(world)]
+    parts, offset = [], 0
+    shards_a = [all_a[rank::world] for rank in range(world)]
+    shards_b = [all_b[rank::world] for rank in range(world)]
+    gathered_a, gathered_b = torch.cat(shards_a), torch.cat(shards_b)  # rank order
+    for rank in range(world):
+        parts.append(
+            nt_xent_per_sample(
+                shards_a[rank], shards_b[rank], 0.3, gathered_a, gathered_b, offset=offset
+            )
+        )
+        offset += sizes[rank]
+    order = torch.cat([torch.arange(11)[rank::world] for rank in range(world)])
+    assert torch.allclose(torch.cat(parts), expected[order], atol=1e-6)

@@ -1,11 +1,16 @@
 """Warm-up + cosine schedule as a function of progress in sample-visits."""
 
 import math
+from pathlib import Path
 
 import pytest
 
 from ssl_emp.config import TrainConfig
+from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, peak_learning_rate
+from ssl_emp.engine.trainer import Trainer
+from ssl_emp.experiments.train import build_trainer
+from tests.conftest import tiny_config_with
 
 
 def _config() -> TrainConfig:
@@ -31,7 +36,30 @@ def test_cosine_after_warmup_matches_formula(progress: float) -> None:
     assert learning_rate_at(progress, config) == pytest.approx(expected, abs=1e-5)
 
 
-def test_same_progress_same_rate_whatever_the_steps_per_epoch() -> None:
-    config = _config()
-    # half of epoch 4 visited: 100 of 200 samples (pruned) or 500 of 1000 (full)
-    assert learning_rate_at(4 + 100 / 200, config) == learning_rate_at(4 + 500 / 1000, config)
+def test_the_trainer_steps_the_schedule_by_sample_visits(tmp_path: Path) -> None:
+    # a pruned run: 48 samples in the warm-up epoch, 24 after; 10 per batch (near-equal)
+    config = tiny_config_with(
+        tmp_path,
+        "train.epochs=3",
+        "train.batch_size=10",
+        "train.warmup_epochs=1.5",
+        "pruning.policy=random",
+        "pruning.rate=0.5",
+    )
+    trainer = build_trainer(config)
+    seen: list[float] = []
+
+    class RecordRate(Callback):
+        def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer.callbacks.append(RecordRate())
+    trainer.fit()
+    expected = []
+    for epoch, kept, sizes in ((0, 48, [10, 10, 10, 9, 9]), (1, 24, [8, 8, 8]), (2, 24, [8] * 3)):
+        done = 0
+        for size in sizes:  # the rate of a step is set by the visits before it
+            expected.append(learning_rate_at(epoch + done / kept, config.train))
+            done += size
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert len(set(seen[:5])) == 5  # it moves inside an epoch, not per epoch

@@ -102,6 +102,27 @@ def test_bank_estimator_rescores_every_sample(tmp_path: Path) -> None:
     assert np.isfinite(scores["memory"]).all()
 
 
+def test_bank_rescores_samples_that_were_pruned(tmp_path: Path) -> None:
+    trainer = build_trainer(
+        tiny_config_with(
+            tmp_path,
+            "pruning.policy=emp",
+            "pruning.rate=0.5",
+            "memory.estimator=bank",
+            "memory.k=5",
+            "train.epochs=3",
+            "train.batch_size=8",
+        )
+    )
+    trainer.fit(until_epoch=2)
+    before = trainer.pruner.table.memory.clone()
+    trainer.fit(until_epoch=3)
+    pruned = trainer.pruner.table.last_seen < 2  # not trained in the third epoch
+    assert int(pruned.sum()) == 24
+    changed = trainer.pruner.table.memory[pruned] != before[pruned]
+    assert bool(changed.all())  # new neighbours around them, so a new term
+
+
 def test_resume_with_pruning_is_exact(tmp_path: Path) -> None:
     overrides = [
         "pruning.policy=emp",
@@ -218,3 +239,17 @@ def test_bank_refresh_leaves_training_untouched(tmp_path: Path, method: str) -> 
     assert all(torch.equal(weights[name], after[name]) for name in weights)  # queue, BN too
     memory_plain = np.load(plain.scores_path)["memory"]
     assert not np.allclose(memory_plain, np.load(refreshed.scores_path)["memory"])  # it ran
+
+
+def test_the_step_backpropagates_the_pruners_weighted_loss(tmp_path: Path) -> None:
+    # weights of zero make the weighted loss 0: no gradient, so SGD leaves every weight alone
+    config = tiny_config_with(tmp_path, "pruning.policy=infobatch", "train.weight_decay=0")
+    trainer = build_trainer(config)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.pruner.weights.zero_()
+    assert trainer.train_step(GlobalBatch.single(torch.arange(16)), progress=0.5) is not None
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    trainer.pruner.weights.fill_(1.0)
+    trainer.train_step(GlobalBatch.single(torch.arange(16)), progress=0.5)
+    assert any(not torch.equal(before[name], after[name]) for name in before)

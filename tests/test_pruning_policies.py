@@ -41,10 +41,20 @@ def test_emp_with_beta_zero_is_eps_greedy(combine: str) -> None:
     assert emp == greedy
 
 
-def test_emp_with_beta_changes_the_selection() -> None:
-    emp = _sequence(PruningConfig(policy="emp", rate=0.7, beta=2.0))
-    greedy = _sequence(PruningConfig(policy="eps_greedy", rate=0.7))
-    assert emp != greedy
+@pytest.mark.parametrize("beta", [2.0, -1.0])
+def test_emp_keeps_the_top_k_of_z_loss_plus_beta_z_memory(beta: float) -> None:
+    pruner = Pruner(PruningConfig(policy="emp", rate=0.7, beta=beta, eps=0.0), N, EPOCHS, seed=0)
+    generator = torch.Generator().manual_seed(11)
+    loss, memory = torch.rand(N, generator=generator) * 3, torch.rand(N, generator=generator)
+    pruner.select(0)  # warm-up: all samples
+    pruner.step(torch.arange(N), loss, memory, epoch=0)
+    kept = pruner.select(1).tolist()
+    z_loss = (loss.double() - loss.double().mean()) / loss.double().std(unbiased=False)
+    z_memory = (memory.double() - memory.double().mean()) / memory.double().std(unbiased=False)
+    expected = torch.argsort(-(z_loss + beta * z_memory))[: math.ceil(0.3 * N)]
+    assert kept == sorted(expected.tolist())
+    loss_only = torch.argsort(-loss)[: math.ceil(0.3 * N)]
+    assert kept != sorted(loss_only.tolist())  # the memory term changed the selection
 
 
 @pytest.mark.parametrize("policy", ["random", "topk", "eps_greedy", "ucb", "emp"])
@@ -159,14 +169,19 @@ def test_infobatch_rules_over_many_draws() -> None:
 def test_infobatch_full_data_after_delta_and_weighted_loss() -> None:
     config = PruningConfig(policy="infobatch", rate=0.5, delta=0.8, warmup_epochs=1)
     pruner = Pruner(config, N, EPOCHS, seed=0)
+    scores = torch.linspace(0, 1, N)  # the same loss for a sample every epoch
     sizes = []
     for epoch in range(EPOCHS):
         kept = pruner.select(epoch)
         sizes.append(len(kept))
-        losses = torch.linspace(0, 1, N)[kept]
+        losses = scores[kept].clone().requires_grad_()
         scalar = pruner.step(kept, losses, epoch=epoch)
-        expected = (pruner.weights[kept] * losses).mean()
-        assert torch.allclose(scalar, expected)
+        # by hand: on pruning epochs the kept below-mean samples weigh 1 / (1 - r) = 2
+        pruning = 1 <= epoch < 8
+        weights = torch.where((scores[kept] < scores.mean()) & pruning, 2.0, 1.0)
+        assert torch.allclose(scalar, (weights * scores[kept]).mean())
+        scalar.backward()  # the gradient that trains carries the weights too
+        assert torch.allclose(losses.grad, weights / len(kept))
     assert sizes[0] == N and sizes[8:] == [N, N]
     assert all(n < N for n in sizes[1:8])
 
