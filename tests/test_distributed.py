@@ -15,7 +15,9 @@ import torch.multiprocessing as mp
 from ssl_emp.collectives import cleanup
 from ssl_emp.config import load_config
 from ssl_emp.data.batch import GlobalBatch, shard_sizes
+from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.engine.trainer import Trainer
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import TINY_OVERRIDES, metrics_records, pretrain_command
 
@@ -42,6 +44,7 @@ def _worker(
     out: str,
     fail_rank: int,
     diverge_rank: int,
+    stop_rank: int = -1,
 ) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -57,6 +60,8 @@ def _worker(
         raise RuntimeError(f"simulated failure on rank {rank}")
     if rank == diverge_rank:  # a score table that no longer matches the other rank's
         trainer.pruner.table.loss[:10] = 5.0
+    if rank == stop_rank:  # a stop signal that reaches this rank alone, after step 4
+        trainer.callbacks.append(_StopAfter(step=4))
     trainer.fit()
     torch.save(
         {"table": trainer.pruner.table.state_dict(), "local": trainer.local_train_count.cpu()},
@@ -65,13 +70,35 @@ def _worker(
     cleanup()
 
 
+class _StopAfter(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+        if trainer.state.step == self.step:
+            trainer.stop.signal_name = "SIGTERM"
+
+
 def _spawn(
-    tmp_path: Path, overrides: list[str], fail_rank: int = -1, diverge_rank: int = -1
+    tmp_path: Path,
+    overrides: list[str],
+    fail_rank: int = -1,
+    diverge_rank: int = -1,
+    stop_rank: int = -1,
 ) -> list[dict]:
     run_dir = tmp_path / "ddp"
     mp.spawn(
         _worker,
-        args=(2, _free_port(), str(run_dir), overrides, str(tmp_path), fail_rank, diverge_rank),
+        args=(
+            2,
+            _free_port(),
+            str(run_dir),
+            overrides,
+            str(tmp_path),
+            fail_rank,
+            diverge_rank,
+            stop_rank,
+        ),
         nprocs=2,
         join=True,
     )
@@ -162,3 +189,12 @@ def test_ranks_that_select_differently_stop_with_a_clear_error(tmp_path: Path) -
     with pytest.raises(mp.ProcessRaisedException, match="selected different samples for epoch 1"):
         _spawn(tmp_path, overrides, diverge_rank=1)
     assert not (tmp_path / "ddp" / "metrics.jsonl").exists()
+
+
+def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    with pytest.raises(mp.ProcessRaisedException, match="RunPreempted: stopped by"):
+        _spawn(tmp_path, [*DDP_OVERRIDES, "train.epochs=2"], stop_rank=1)
+    names = [p.name for p in list_checkpoints(tmp_path / "ddp" / "checkpoints")]
+    assert names[-1] == "epoch_0000_step_00000004.pt"  # 6 steps per epoch: inside epoch 1
+    checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / names[-1], weights_only=False)
+    assert checkpoint["state"]["step"] == 4 and len(checkpoint["rng"]) == 2
