@@ -1,10 +1,10 @@
 """Callbacks: what happens around the training loop, each in one small object.
 
 The :class:`~ssl_emp.engine.trainer.Trainer` calls every callback, in the order given, at
-four points: the start of ``fit``, the end of each step, the end of each epoch (with the
+five points: the start of ``fit``, the end of each step, the end of each epoch (with the
 epoch's :class:`~ssl_emp.engine.state.EpochRecord`, which monitors may extend before the
-metrics writer sees it) and the end of ``fit``. Monitors that evaluate the model live in
-:mod:`ssl_emp.eval.monitors`.
+metrics writer sees it), a stop signal inside an epoch, and the end of ``fit``. Monitors
+that evaluate the model live in :mod:`ssl_emp.eval.monitors`.
 """
 
 from __future__ import annotations

@@ -188,6 +188,8 @@ def build_estimator(
     memory = config.memory
     if method.supervised:
         return PredictionEntropy(normalize=memory.normalize)
+    if not method.two_views:
+        raise ValueError(f"{type(method).__name__}: the SSL memory terms need two views")
     if memory.estimator == "batch":
         return InBatchEntropy(
             layer=memory.layer, tau=memory.tau, center=memory.center, normalize=memory.normalize
