@@ -163,7 +163,7 @@ class TrainConfig:
 
 @dataclass
 class PruningConfig:
-    """Dynamic data pruning: which samples each epoch trains on (DESIGN 3.3)."""
+    """Dynamic data pruning: which samples each epoch trains on (docs/design.md, 2.5)."""
 
     policy: PolicyName = _option("full", "selection policy (emp = eps_greedy over the EMP score)")
     rate: float = _option(
@@ -208,7 +208,7 @@ class PruningConfig:
 
 @dataclass
 class MemoryConfig:
-    """The memory term of the EMP score (DESIGN 3.2)."""
+    """The memory term of the EMP score (docs/design.md, 2.2)."""
 
     estimator: EstimatorName = _option(
         "batch",

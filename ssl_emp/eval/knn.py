@@ -1,4 +1,4 @@
-"""Weighted kNN classification on frozen, L2-normalised features (DESIGN 4).
+"""Weighted kNN classification on frozen, L2-normalised features (docs/design.md, 8).
 
 Each test sample takes its k most similar training samples (cosine similarity); neighbour j
 votes for its class with weight ``exp(sim_j / t)``; the class with the largest vote wins

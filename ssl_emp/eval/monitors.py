@@ -1,4 +1,4 @@
-"""Monitors: callbacks that evaluate the model during training (DESIGN 4).
+"""Monitors: callbacks that evaluate the model during training (docs/design.md, 8).
 
 - :class:`TestAccuracyMonitor`: supervised top-1 on the test split after every epoch, and
   ``eval.json`` at the end;

@@ -1,4 +1,4 @@
-"""Per-sample contrastive losses (DESIGN 3.1).
+"""Per-sample contrastive losses (docs/design.md, 2.1).
 
 Every loss returns one value per sample (``reduction="none"``); the trainer or the pruner
 turns those into the scalar to backpropagate. They become pruning scores, so they are computed

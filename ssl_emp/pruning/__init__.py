@@ -1,4 +1,4 @@
-"""Dynamic data pruning: score table, selection policies, memory terms (DESIGN 3)."""
+"""Dynamic data pruning: score table, selection policies, memory terms (docs/design.md, 2)."""
 
 from ssl_emp.pruning.estimators import (
     FeatureBank,

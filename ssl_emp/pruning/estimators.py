@@ -1,4 +1,4 @@
-"""Memory estimators (DESIGN 3.2): one object per memory term, owning its state.
+"""Memory estimators (docs/design.md, 2.2): one object per memory term, owning its state.
 
 The trainer asks an estimator for the memory terms of each trained global batch (before the
 pruner records it), tells it which batches were recorded, and gives it the end of each epoch

@@ -1,4 +1,4 @@
-"""Memory terms (DESIGN 3.2): how far the model is from having memorised each sample.
+"""Memory terms (docs/design.md, 2.2): how far the model is from having memorised each sample.
 
 All three are entropies of a softmax over candidates, scaled to [0, 1] by the log of the number
 of candidates (``normalize="log"``) or left in nats (``normalize="none"``):

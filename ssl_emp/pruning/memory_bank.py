@@ -1,4 +1,4 @@
-"""SSL bank estimator of the memory term (DESIGN 3.2), with faiss neighbour search.
+"""SSL bank estimator of the memory term (docs/design.md, 2.2), with faiss neighbour search.
 
 The bank holds, per sample, the latest features of its two views (float16, on the training
 device). Rows are written whenever a sample is trained (and for all samples by an optional

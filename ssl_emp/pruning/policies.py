@@ -1,4 +1,4 @@
-"""The selection policies by name (DESIGN 3.3): one registry from which the config's
+"""The selection policies by name (docs/design.md, 2.5): one registry from which the config's
 choices are checked and the sweep and compare order derive.
 
 A policy is a selection rule plus what it ranks; the rule gets a :class:`SelectionRequest`

@@ -48,7 +48,7 @@ def _quantiles(values: np.ndarray, prefix: str) -> dict[str, float | None]:
 
 
 class Pruner:
-    """Dynamic data pruning with the policies of DESIGN 3.3.
+    """Dynamic data pruning with the policies of docs/design.md, section 2.5.
 
     Args:
         config: the ``pruning`` section (policy, rate, score, combine, beta, ...).
@@ -251,7 +251,7 @@ class Pruner:
         return stats
 
     def epoch_diagnostics(self, epoch: int, kept: torch.Tensor) -> dict[str, Any]:
-        """LFL diagnostics after ``epoch`` was trained on the samples ``kept`` (DESIGN 3.4).
+        """LFL diagnostics after ``epoch`` was trained on the samples ``kept`` (docs/design.md, 3).
 
         Returns the Gini coefficient of the training counts, the fraction of samples trained
         at most once, the fraction not trained since warm-up ended (None during warm-up), and

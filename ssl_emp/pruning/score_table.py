@@ -1,4 +1,4 @@
-"""The per-sample score table (DESIGN 3.3) and the EMP score built from it.
+"""The per-sample score table (docs/design.md, 2.4) and the EMP score built from it.
 
 Per sample it keeps the latest loss and memory term, an EMA mean and variance of the loss
 (for UCB), how often the sample was trained and the epoch it was last seen. Unseen samples

@@ -1,4 +1,4 @@
-"""Selection rules (DESIGN 3.3): which samples an epoch trains on, given their scores.
+"""Selection rules (docs/design.md, 2.5): which samples an epoch trains on, given their scores.
 
 All rules run on host numpy arrays with a generator seeded from (seed, epoch), so the kept set
 depends only on the score table, the seed and the epoch — not on the device or on a resume.
