@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssl_emp.cli import main
 from tests.conftest import ROOT, pretrain_command
@@ -56,7 +57,11 @@ def test_overrides_after_flags_are_collected(tmp_path: Path) -> None:
         f"run.dir={run_dir}",
     ]
     assert main(argv) == 0
-    assert (run_dir / "scores.npz").is_file()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # the overrides after --overwrite took effect (TINY_OVERRIDES[3:]: backbone, width, ...)
+    assert saved["model"]["width"] == 4 and saved["train"]["epochs"] == 2
+    assert saved["run"]["overwrite"] is True
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_unknown_flag_is_an_error(capsys) -> None:

@@ -4,6 +4,7 @@ import copy
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from ssl_emp.methods import MethodOutput
 from ssl_emp.methods.losses import info_nce_per_sample
 from ssl_emp.methods.moco import chunked
 from ssl_emp.methods.queue import KeyQueue
-from tests.conftest import tiny_config_with
+from tests.conftest import metrics_records, tiny_config_with
 
 MOCO = ["method.name=moco", "method.queue_size=20", "augment.preset=mocov2", "method.bn_splits=2"]
 
@@ -113,9 +114,14 @@ def test_moco_with_emp_trains_end_to_end(tmp_path: Path, symmetric: bool) -> Non
             "train.batch_size=8",
         )
     )
-    for name in ("config.yaml", "metrics.jsonl", "scores.npz"):
-        assert (run.path / name).is_file()
-    assert len(list_checkpoints(run.checkpoint_dir)) == 2
+    records = metrics_records(run.path)
+    assert [r["kept"] for r in records] == [48, 24, 24]  # warm-up, then rate 0.5
+    assert all(math.isfinite(r["loss"]) and r["memory_std"] > 0 for r in records)
+    scores = np.load(run.scores_path)
+    assert int(scores["train_count"].sum()) == records[-1]["visits"] == 96
+    checkpoint = torch.load(list_checkpoints(run.checkpoint_dir)[-1], weights_only=False)
+    assert int(checkpoint["model"]["queue.filled"]) == 20  # 12 accepted steps of keys, capped
+    assert int(checkpoint["model"]["queue.pointer"]) == 96 % 20
 
 
 def test_memory_features_come_from_the_online_encoder_for_both_views(tmp_path: Path) -> None:

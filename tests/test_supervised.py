@@ -122,4 +122,7 @@ def test_train_supervised_cli(tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    assert (tmp_path / "sup" / "eval.json").is_file()
+    result = json.loads((tmp_path / "sup" / "eval.json").read_text())
+    last = metrics_records(tmp_path / "sup")[-1]
+    assert result == {"top1": last["test_top1"], "epochs": 2}
+    assert 0.0 <= result["top1"] <= 1.0

@@ -14,7 +14,7 @@ from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.compare import compare
 from ssl_emp.experiments.sweep import plan_runs, sweep
 from ssl_emp.experiments.train import build_trainer
-from tests.conftest import ROOT, TINY_OVERRIDES
+from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records
 
 
 def test_plan_runs_grid() -> None:
@@ -160,5 +160,16 @@ def test_sweep_and_compare_cli(tmp_path: Path) -> None:
     )
     assert code == 0
     assert main(["compare", str(sweep_dir)]) == 0
-    assert (sweep_dir / "report.md").is_file() and (sweep_dir / "results.csv").is_file()
+    with open(sweep_dir / "results.csv", newline="") as stream:
+        rows = {row["run"]: row for row in csv.DictReader(stream)}
+    assert sorted(rows) == ["emp_r0.5_s0", "full_s0"]
+    for name, row in rows.items():
+        last = metrics_records(sweep_dir / name)[-1]
+        assert float(row["effective_rate"]) == pytest.approx(last["effective_rate"])
+        probe = json.loads((sweep_dir / name / "probe.json").read_text())
+        assert float(row["probe_top1"]) == pytest.approx(probe["top1"])
+    assert float(rows["full_s0"]["effective_rate"]) == 0.0
+    assert float(rows["emp_r0.5_s0"]["effective_rate"]) == pytest.approx(0.25)  # 1 of 2 pruned
+    report = (sweep_dir / "report.md").read_text()
+    assert "emp_r0.5_s0" in report and "full_s0" in report
     assert main(["sweep", "-c", str(config), "--dir", str(sweep_dir), "--rates", "x"]) == 2
