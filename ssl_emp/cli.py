@@ -133,10 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="results.csv, report.md and plots for a sweep or a list of runs",
         description="Collect runs (a sweep directory or run directories) into results.csv, "
         "report.md (mean ± std over seeds) and PNG plots: accuracy vs effective pruning rate, "
-        "memory-term distributions per rate over epochs, training-frequency histograms, cost.",
+        "memory-term distributions per rate over epochs, training-frequency histograms, cost. "
+        "With a baseline policy (default: random when present) also paired differences: each "
+        "run minus the baseline run of the same rate and seed, mean, 95 %% t-interval and "
+        "wins/ties/losses per variant (report.md, paired.csv, paired_differences.png).",
         formatter_class=formatter,
     )
     compare.add_argument("paths", nargs="+", metavar="PATH", help="sweep or run directories")
+    compare.add_argument(
+        "--baseline",
+        default=None,
+        metavar="POLICY",
+        help="policy to pair every variant against (default: random when present)",
+    )
     compare.add_argument(
         "--out",
         default=None,
@@ -231,7 +240,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
         single_sweep = len(args.paths) == 1 and not RunDirectory(args.paths[0]).config_path.exists()
         out = args.out or (args.paths[0] if single_sweep else "compare")
-        out_dir = compare(args.paths, out)
+        out_dir = compare(args.paths, out, baseline=args.baseline)
         print(f"wrote {out_dir}/report.md, results.csv and plots")
     elif args.command == "demo":
         from ssl_emp.experiments.demo import load_demo_config, run_demo

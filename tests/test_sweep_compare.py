@@ -12,6 +12,7 @@ from ssl_emp.cli import main
 from ssl_emp.config import load_config
 from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.compare import compare
+from ssl_emp.experiments.paired import paired_interval
 from ssl_emp.experiments.sweep import plan_runs, sweep
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records
@@ -173,3 +174,52 @@ def test_sweep_and_compare_cli(tmp_path: Path) -> None:
     report = (sweep_dir / "report.md").read_text()
     assert "emp_r0.5_s0" in report and "full_s0" in report
     assert main(["sweep", "-c", str(config), "--dir", str(sweep_dir), "--rates", "x"]) == 2
+
+
+def test_paired_comparison_against_the_baseline(tmp_path: Path, capsys) -> None:
+    sweep_dir = tmp_path / "sweep"
+    random_probe = [0.80, 0.78, 0.83]
+    emp_probe = [0.81, 0.80, 0.86]  # +1, +2, +3 points: paired, much tighter than the spread
+    for seed in range(3):
+        _fabricate_run(
+            sweep_dir, f"random_r0.7_s{seed}", "random", 0.7, seed, random_probe[seed], 0.7, 80
+        )
+        _fabricate_run(sweep_dir, f"emp_r0.7_s{seed}", "emp", 0.7, seed, emp_probe[seed], 0.7, 80)
+    # infobatch spent another budget (effective rate 0.35 vs 0.6): flagged, no verdict
+    for seed in range(3):
+        _fabricate_run(sweep_dir, f"infobatch_r0.7_s{seed}", "infobatch", 0.7, seed, 0.9, 0.7, 130)
+    assert main(["compare", str(sweep_dir), "--baseline", "random"]) == 0
+    with open(sweep_dir / "paired.csv") as handle:
+        paired = {(r["variant"], r["metric"]): r for r in csv.DictReader(handle)}
+    emp = paired[("emp (batch)", "probe_top1")]
+    # by hand: differences 0.01, 0.02, 0.03 -> mean 0.02, s = 0.01, t(2) = 4.303
+    half = 4.303 * 0.01 / 3**0.5
+    assert float(emp["mean_difference"]) == pytest.approx(0.02)
+    assert float(emp["ci_low"]) == pytest.approx(0.02 - half)
+    assert float(emp["ci_high"]) == pytest.approx(0.02 + half)
+    assert (emp["n"], emp["wins"], emp["ties"], emp["losses"]) == ("3", "3", "0", "0")
+    assert emp["verdict"] == "tie"  # the interval [-0.48, +4.48] points includes zero
+    knn = paired[("emp (batch)", "knn_top1")]
+    assert float(knn["mean_difference"]) == 0.0 and knn["ties"] == "3"
+    flagged = paired[("infobatch", "probe_top1")]
+    assert flagged["verdict"] == "not comparable (other effective rate)"
+    with open(sweep_dir / "results.csv") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert float(rows["emp_r0.7_s2"]["probe_top1_vs_baseline"]) == pytest.approx(0.03)
+    assert rows["random_r0.7_s0"]["probe_top1_vs_baseline"] == "0.0"
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Paired differences vs random" in report
+    assert "| emp (batch) | 0.7 | probe_top1 | 3 | +2.00 | [-0.48, +4.48] | 3/0/0 |" in report
+    assert (sweep_dir / "paired_differences.png").stat().st_size > 1000
+    assert main(["compare", str(sweep_dir), "--baseline", "ucb"]) == 2
+    assert "--baseline ucb: no run of that policy" in capsys.readouterr().err
+
+
+def test_paired_interval_with_more_seeds_shrinks_like_the_t_quantile() -> None:
+    differences = [0.004, 0.006, 0.001, 0.009, 0.005, 0.007, 0.003, 0.005]
+    mean, low, high = paired_interval(differences)
+    sd = float(np.std(differences, ddof=1))
+    assert mean == pytest.approx(0.005)
+    assert high - mean == pytest.approx(2.365 * sd / 8**0.5)  # t(7)
+    assert low > 0  # eight consistent wins: the interval excludes zero
+    assert paired_interval([0.01]) == (0.01, None, None)

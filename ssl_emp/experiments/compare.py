@@ -25,11 +25,19 @@ import numpy as np
 
 from ssl_emp.config import config_from_dict, read_yaml
 from ssl_emp.engine.run_dir import RunDirectory
+from ssl_emp.errors import UserInputError
+from ssl_emp.experiments.paired import (
+    default_baseline,
+    paired_results,
+    paired_section,
+    write_paired_csv,
+)
 from ssl_emp.experiments.plots import (
     accuracy_keys,
     plot_accuracy,
     plot_cost,
     plot_memory,
+    plot_paired,
     plot_train_counts,
 )
 from ssl_emp.experiments.sweep import find_run_dirs
@@ -57,6 +65,10 @@ COLUMNS = [
     "knn_top1",
     "test_top1",
     "label_noise",
+    "baseline",
+    "probe_top1_vs_baseline",
+    "knn_top1_vs_baseline",
+    "test_top1_vs_baseline",
 ]
 
 
@@ -188,9 +200,14 @@ def _format(value: Any, spread: Any = None, percent: bool = False) -> str:
 
 
 def write_report(
-    summary: list[dict[str, Any]], rows: list[dict[str, Any]], out: Path, plots: list[str]
+    summary: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    out: Path,
+    plots: list[str],
+    paired: list[str] | None = None,
 ) -> None:
-    """``report.md``: the per-variant summary table, the per-run table and the plots."""
+    """``report.md``: the per-variant summary table, the paired differences (when a baseline
+    is given), the per-run table and the plots."""
     keys = accuracy_keys(rows)
     lines = [
         "# Comparison report",
@@ -210,8 +227,8 @@ def write_report(
             f"{_format(entry['effective_rate'], entry['effective_rate_std'])} | {accuracies} | "
             f"{_format(entry['wall_time_s'])} |"
         )
+    lines += ["", *(paired or [])]
     lines += [
-        "",
         "## Runs",
         "",
         "| run | effective rate | visits | Gini | " + " | ".join(label for _, label in keys) + " |",
@@ -228,12 +245,44 @@ def write_report(
     write_bytes(out / "report.md", text.encode())
 
 
-def compare(paths: Sequence[str], out: str) -> Path:
-    """Write ``results.csv``, ``report.md`` and the plots for the runs under ``paths``."""
+def add_baseline_differences(rows: list[dict[str, Any]], baseline: str | None) -> None:
+    """Each run's accuracy minus the baseline run's of the same rate and seed (per-run columns
+    ``<metric>_vs_baseline`` of ``results.csv``; None where there is no such pair)."""
+    base = {(r["rate"], r["seed"]): r for r in rows if baseline and r["variant"] == baseline}
+    for row in rows:
+        other = base.get((row["rate"], row["seed"]))
+        row["baseline"] = baseline
+        for metric in ("probe_top1", "knn_top1", "test_top1"):
+            difference = None
+            if other is not None and row[metric] is not None and other[metric] is not None:
+                difference = row[metric] - other[metric]
+            row[f"{metric}_vs_baseline"] = difference
+
+
+def compare(paths: Sequence[str], out: str, baseline: str | None = None) -> Path:
+    """Write ``results.csv``, ``report.md`` and the plots for the runs under ``paths``; with a
+    baseline policy (default ``random`` when present) also the paired differences
+    (``paired.csv``, a report section and ``paired_differences.png``).
+
+    Raises:
+        UserInputError: ``baseline`` names no policy of these runs.
+    """
     rows = collect(find_run_dirs(paths))
+    if baseline is not None and not any(row["variant"] == baseline for row in rows):
+        present = ", ".join(dict.fromkeys(row["variant"] for row in rows))
+        raise UserInputError(
+            f"--baseline {baseline}: no run of that policy to compare against (variants here: "
+            f"{present}); pick one of them"
+        )
+    baseline = default_baseline(rows, baseline)
+    add_baseline_differences(rows, baseline)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "results.csv")
+    metrics = [key for key, _ in accuracy_keys(rows)]
+    paired = paired_results(rows, baseline, metrics) if baseline else []
+    if baseline:
+        write_paired_csv(paired, baseline, out_dir / "paired.csv")
     summary = aggregate(rows)
     plots: dict[str, Callable[[io.BytesIO], None]] = {
         "accuracy_vs_effective_rate.png": lambda p: plot_accuracy(summary, rows, p),
@@ -241,9 +290,12 @@ def compare(paths: Sequence[str], out: str) -> Path:
         "train_count_hist.png": lambda p: plot_train_counts(rows, p),
         "cost.png": lambda p: plot_cost(rows, p),
     }
+    if baseline and paired:
+        plots["paired_differences.png"] = lambda p: plot_paired(paired, baseline, p)
     for name, draw in plots.items():
         buffer = io.BytesIO()
         draw(buffer)
         write_bytes(out_dir / name, buffer.getvalue())
-    write_report(summary, rows, out_dir, list(plots))
+    extra = paired_section(paired, baseline) if baseline and paired else []
+    write_report(summary, rows, out_dir, list(plots), extra)
     return out_dir

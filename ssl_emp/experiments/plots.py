@@ -12,6 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ssl_emp.engine.run_dir import RunDirectory
+from ssl_emp.experiments.paired import PairedResult
 
 
 def accuracy_keys(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -130,5 +131,34 @@ def plot_cost(rows: list[dict[str, Any]], path: BinaryIO) -> None:
     for axis in axes:
         axis.set_xticks(positions, names, rotation=75, fontsize=7)
         axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, format="png")
+
+
+def plot_paired(results: list[PairedResult], baseline: str, path: BinaryIO) -> None:
+    """Mean paired difference vs the baseline with its 95 % interval, one row per variant and
+    rate, one panel per metric; flagged (other-budget) variants in grey."""
+    metrics = list(dict.fromkeys(result.metric for result in results))
+    figure = Figure(figsize=(5.5 * max(1, len(metrics)), 0.45 * max(4, len(results)) + 1.5))
+    axes = figure.subplots(1, max(1, len(metrics)), squeeze=False)[0]
+    for axis, metric in zip(axes, metrics, strict=False):
+        members = [result for result in results if result.metric == metric]
+        for position, result in enumerate(members):
+            low = result.mean if result.ci_low is None else result.ci_low
+            high = result.mean if result.ci_high is None else result.ci_high
+            color = "tab:gray" if result.flagged else "tab:blue"
+            axis.errorbar(
+                100 * result.mean,
+                position,
+                xerr=[[100 * (result.mean - low)], [100 * (high - result.mean)]],
+                fmt="o",
+                color=color,
+                capsize=3,
+            )
+        labels = [f"{r.variant} @ {r.rate:g} (n={len(r.seeds)})" for r in members]
+        axis.set_yticks(range(len(members)), labels, fontsize=8)
+        axis.axvline(0.0, color="black", linewidth=1)
+        axis.set_xlabel(f"{metric} difference vs {baseline} (points, 95 % CI)")
+        axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110, format="png")
