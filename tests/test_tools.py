@@ -46,3 +46,34 @@ def test_bench_knn_small() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "same neighbour ids: 100.00 %" in result.stdout
+
+
+@pytest.mark.slow
+def test_study_smoke_run_writes_a_paired_report(tmp_path) -> None:
+    out = tmp_path / "study"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "study.py"),
+            "--dir",
+            str(out),
+            "--only",
+            "headline",
+            "--subset",
+            "300",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "2",
+            "--headline-seeds",
+            "0,1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = (out / "headline" / "report.md").read_text()
+    assert "## Paired differences vs random" in report
+    assert "| emp (batch) | 0.7 | probe_top1 | 2 |" in report

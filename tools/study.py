@@ -1,15 +1,30 @@
-"""The accuracy study: EMP against random, InfoBatch, UCB and eps-greedy at 30/50/70 % pruning,
-for SimCLR pretraining and supervised training (clean and with 20 % label noise), plus a beta
-sweep for EMP at 70 %. Runs on CPU, in the background, restartable (finished runs are skipped):
+"""The paired study: where does the memory term help? Every setting is an ``ssl-emp sweep``
+(restartable: finished runs are skipped, interrupted ones resumed) followed by
+``ssl-emp compare --baseline random`` (report.md with paired differences, 95 % t-intervals and
+a verdict per variant; paired.csv; plots) in ``DIR/SETTING``.
 
-    nohup .venv/bin/python tools/study.py > runs/study.log 2>&1 &
-    .venv/bin/python tools/study.py --only ssl            # one part
-    .venv/bin/python tools/study.py --subset 2000 --epochs 2 --seeds 0 --dir /tmp/s   # smoke
+    nohup .venv/bin/python tools/study.py > runs/study.log 2>&1 &     # every setting
+    .venv/bin/python tools/study.py --only headline                    # one setting
+    .venv/bin/python tools/study.py --subset 600 --batch-size 64 --epochs 2 --seeds 0,1 \
+        --headline-seeds 0,1 --dir /tmp/s                                # smoke
 
-Each part is an ``ssl-emp sweep`` into ``DIR/PART`` followed by ``ssl-emp compare`` (report.md,
-results.csv, plots in the same folder). Sizing (defaults): a class-balanced 5,000-image subset
-of Fashion-MNIST, ``resnet_small`` width 16, 10 epochs, 2 seeds: about an hour on 2 otherwise
-idle CPU cores.
+Settings (defaults: 10,000 Fashion-MNIST images, ``resnet_small`` width 16, 20 epochs for SSL
+and 15 for supervised, paired seeds 0-4; the headline pair takes seeds 0-9):
+
+- ``headline``: SimCLR, EMP vs random at rate 0.7, 10 paired seeds;
+- ``ssl_policies``: SimCLR at 0.7, every policy (full, random, infobatch, ucb, eps_greedy,
+  emp with the batch and the bank estimator);
+- ``ssl_beta``: EMP at 0.7 with beta -1, 0, 3 (beta 1 is in ``ssl_policies``);
+- ``ssl_projection``: EMP at 0.7 on the projection layer;
+- ``ssl_rate05``: random vs EMP at 0.5;
+- ``moco``: MoCo v2, random vs EMP at 0.7;
+- ``supervised`` and ``supervised_noise20``: random, eps_greedy, ucb, infobatch, EMP (beta 3) at
+  0.7, clean and with 20 % flipped labels;
+- ``ssl_junk20``: SimCLR with 20 % of the training images replaced by junk, random,
+  eps_greedy, ucb, EMP at 0.7 (reports the share of visits that went to junk).
+
+If the budget is short, drop in this order (``--skip``): ``ssl_rate05``, ``ssl_beta``,
+``ssl_projection``; never the seeds.
 """
 
 from __future__ import annotations
@@ -19,41 +34,67 @@ import time
 from pathlib import Path
 
 from ssl_emp.experiments.compare import compare
-from ssl_emp.experiments.sweep import plan_runs, sweep
+from ssl_emp.experiments.sweep import SweepRun, plan_runs, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
-RATES = (0.3, 0.5, 0.7)
-BETAS = (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0)
-BASELINES = ("full", "random", "infobatch", "ucb", "eps_greedy")
+SIMCLR = "configs/simclr_fashion_mnist.yaml"
+MOCO = "configs/moco_fashion_mnist.yaml"
+SUPERVISED = "configs/supervised_fashion_mnist.yaml"
 
 
-def parts(seeds: list[int]) -> dict[str, dict]:
-    """Every part of the study: config, grid and extra overrides."""
+def settings(seeds: list[int], headline_seeds: list[int]) -> dict[str, dict]:
+    """Every setting: config, grid and the overrides it adds."""
+
+    def grid(policies: list[str], rate: float, chosen: list[int], **axes: list) -> list[SweepRun]:
+        return plan_runs(policies, [rate], chosen, **axes)
+
     return {
-        "ssl": {
-            "config": "configs/simclr_fashion_mnist.yaml",
-            "runs": plan_runs([*BASELINES, "emp"], RATES, seeds, estimators=["batch", "bank"]),
+        "headline": {
+            "config": SIMCLR,
+            "runs": grid(["random", "emp"], 0.7, headline_seeds),
             "overrides": [],
         },
-        "supervised": {
-            "config": "configs/supervised_fashion_mnist.yaml",
-            "runs": plan_runs([*BASELINES, "emp"], RATES, seeds),
+        "ssl_policies": {
+            "config": SIMCLR,
+            "runs": grid(
+                ["full", "random", "infobatch", "ucb", "eps_greedy", "emp"],
+                0.7,
+                seeds,
+                estimators=["batch", "bank"],
+            ),
             "overrides": [],
+        },
+        "ssl_beta": {  # compared together with ssl_policies (its random runs and beta 1)
+            "config": SIMCLR,
+            "runs": grid(["emp"], 0.7, seeds, betas=[-1.0, 0.0, 3.0]),
+            "overrides": [],
+            "compare_with": ["ssl_policies"],
+        },
+        "ssl_projection": {
+            "config": SIMCLR,
+            "runs": grid(["random", "emp"], 0.7, seeds),
+            "overrides": ["memory.layer=projection"],
+        },
+        "ssl_rate05": {
+            "config": SIMCLR,
+            "runs": grid(["random", "emp"], 0.5, seeds),
+            "overrides": [],
+        },
+        "moco": {"config": MOCO, "runs": grid(["random", "emp"], 0.7, seeds), "overrides": []},
+        "supervised": {
+            "config": SUPERVISED,
+            "runs": grid(["random", "eps_greedy", "ucb", "infobatch", "emp"], 0.7, seeds),
+            "overrides": ["pruning.beta=3"],
         },
         "supervised_noise20": {
-            "config": "configs/supervised_fashion_mnist.yaml",
-            "runs": plan_runs([*BASELINES, "emp"], RATES, seeds),
-            "overrides": ["data.label_noise=0.2"],
+            "config": SUPERVISED,
+            "runs": grid(["random", "eps_greedy", "ucb", "infobatch", "emp"], 0.7, seeds),
+            "overrides": ["pruning.beta=3", "data.label_noise=0.2"],
         },
-        "beta_ssl": {
-            "config": "configs/simclr_fashion_mnist.yaml",
-            "runs": plan_runs(["emp"], [0.7], seeds, betas=BETAS),
-            "overrides": [],
-        },
-        "beta_supervised_noise20": {
-            "config": "configs/supervised_fashion_mnist.yaml",
-            "runs": plan_runs(["emp"], [0.7], seeds, betas=BETAS),
-            "overrides": ["data.label_noise=0.2"],
+        "ssl_junk20": {
+            "config": SIMCLR,
+            "runs": grid(["random", "eps_greedy", "ucb", "emp"], 0.7, seeds),
+            "overrides": ["data.junk_fraction=0.2"],
         },
     }
 
@@ -61,22 +102,40 @@ def parts(seeds: list[int]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="runs/study")
-    parser.add_argument("--subset", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--only", default="", help="comma-separated parts to run")
+    parser.add_argument("--subset", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=20, help="SSL epochs")
+    parser.add_argument("--supervised-epochs", type=int, default=15)
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--headline-seeds", default="0,1,2,3,4,5,6,7,8,9")
+    parser.add_argument("--only", default="", help="comma-separated settings to run")
+    parser.add_argument("--skip", default="", help="comma-separated settings to leave out")
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: the config's)")
+    parser.add_argument("--no-eval", action="store_true", help="train only (for smoke tests)")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    chosen = [part for part in args.only.split(",") if part]
-    common = [f"data.subset={args.subset}", f"train.epochs={args.epochs}", "train.progress=false"]
-    for name, part in parts(seeds).items():
-        if chosen and name not in chosen:
+    headline = [int(seed) for seed in args.headline_seeds.split(",")]
+    chosen = [name for name in args.only.split(",") if name]
+    skipped = {name for name in args.skip.split(",") if name}
+    for name, setting in settings(seeds, headline).items():
+        if (chosen and name not in chosen) or name in skipped:
             continue
+        epochs = args.supervised_epochs if setting["config"] == SUPERVISED else args.epochs
+        common = [f"data.subset={args.subset}", f"train.epochs={epochs}", "train.progress=false"]
+        if args.batch_size:
+            common.append(f"train.batch_size={args.batch_size}")
         started = time.perf_counter()
         out = Path(args.dir) / name
-        print(f"=== {name}: {len(part['runs'])} runs -> {out}", flush=True)
-        sweep(str(ROOT / part["config"]), str(out), part["runs"], [*common, *part["overrides"]])
-        compare([str(out)], str(out))
+        print(f"=== {name}: {len(setting['runs'])} runs -> {out}", flush=True)
+        sweep(
+            str(ROOT / setting["config"]),
+            str(out),
+            setting["runs"],
+            [*common, *setting["overrides"]],
+            evaluate=not args.no_eval,
+        )
+        others = [Path(args.dir) / other for other in setting.get("compare_with", [])]
+        present = [str(path) for path in (out, *others) if path.is_dir()]
+        compare(present, str(out), baseline="random")
         print(f"=== {name} done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
 

@@ -55,6 +55,13 @@ class DataConfig:
         ge=0.0,
         lt=1.0,
     )
+    junk_fraction: float = _option(
+        0.0,
+        "fraction of training images replaced by junk (noise, noise blobs, near-duplicates of "
+        "one image; seeded), to study what the pruner does with bad data",
+        ge=0.0,
+        lt=1.0,
+    )
     synthetic_size: int = _option(512, "number of synthetic training samples", ge=2)
     synthetic_classes: int = _option(4, "number of synthetic classes", ge=2)
 

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ssl_emp.collectives import broadcast_error
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets
+from ssl_emp.data.contamination import add_junk
 from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.engine.device import resolve_device
 from ssl_emp.engine.distributed import DistributedContext, init_distributed
@@ -46,6 +47,7 @@ class TrainingParts:
         data: training data on ``device`` (labels flipped where ``data.label_noise`` asks).
         test_data: test data (CPU), when a monitor needs it.
         label_noise: the flipped labels, or None.
+        junk: sorted indices of the images replaced by junk (``data.junk_fraction``), or None.
         model: the method (unwrapped).
         forward_model: ``model``, wrapped in DistributedDataParallel under torchrun.
         optimizer: over the trainable parameters.
@@ -60,6 +62,7 @@ class TrainingParts:
     data: ImageData
     test_data: ImageData | None
     label_noise: LabelNoise | None
+    junk: np.ndarray | None
     model: Method
     forward_model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -199,6 +202,9 @@ def build_parts(
     check_batch_size(config, len(train_data), pruner, context.world_size)
     run = prepare_run_directory(config, context)
     train_data, label_noise = add_label_noise(config, train_data)
+    junk = None
+    if config.data.junk_fraction > 0:
+        train_data, junk = add_junk(train_data, config.data.junk_fraction, seed=config.seed)
     seed_everything(config.seed + context.rank)  # distinct views per rank
     data = train_data.to(device)
     model, forward_model = wrap_for_ddp(
@@ -212,6 +218,7 @@ def build_parts(
         data=data,
         test_data=test_data,
         label_noise=label_noise,
+        junk=junk,
         model=model,
         forward_model=forward_model,
         optimizer=build_optimizer(model, config.train),

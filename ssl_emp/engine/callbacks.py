@@ -200,54 +200,80 @@ class ScoresWriter(Callback):
             write_arrays(trainer.run.scores_path, arrays)
 
 
-class LabelNoiseDiagnostics(Callback):
-    """With ``data.label_noise``: ``label_noise.npz`` (which labels were flipped) and, per
-    epoch, how often flipped vs clean samples were selected and trained.
+class FlaggedSampleDiagnostics(Callback):
+    """How the pruner treats known-bad samples (flipped labels, junk images): which they are
+    (an ``.npz`` written at the start) and, per epoch, the share of the kept set they make up
+    and their visits against the other samples'.
 
     Args:
-        flipped: sorted indices of the flipped samples.
-        clean_labels: the labels before flipping.
-        noisy_labels: the labels trained on.
+        flagged: sorted indices of the flagged samples.
+        name: metric prefix (``noisy``: ``noisy_selected_frac``, ``visits_per_noisy``).
+        others: name of the rest (``clean``: ``visits_per_clean``).
+        record_file: ``RunDirectory`` attribute of the ``.npz`` path.
+        arrays: what the ``.npz`` holds besides ``flipped``/``junk`` (e.g. both label sets).
+        visit_share: also report ``<name>_visit_share``, the flagged share of all visits.
     """
 
     def __init__(
-        self, flipped: np.ndarray, clean_labels: torch.Tensor, noisy_labels: torch.Tensor
+        self,
+        flagged: np.ndarray,
+        name: str,
+        others: str,
+        record_file: str,
+        arrays: dict[str, np.ndarray],
+        visit_share: bool = False,
     ) -> None:
-        self.flipped, self.clean_labels, self.noisy_labels = flipped, clean_labels, noisy_labels
-        self.noisy: torch.Tensor | None = None
+        self.flagged, self.name, self.others = flagged, name, others
+        self.record_file, self.arrays, self.visit_share = record_file, arrays, visit_share
+        self.mask: torch.Tensor | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        noisy = torch.zeros(len(trainer.data), dtype=torch.bool)
-        noisy[torch.from_numpy(self.flipped)] = True
-        self.noisy = noisy.to(trainer.device)
-        arrays = {
-            "flipped": self.flipped,
-            "clean_labels": self.clean_labels.numpy(),
-            "noisy_labels": self.noisy_labels.numpy(),
-        }
+        mask = torch.zeros(len(trainer.data), dtype=torch.bool)
+        mask[torch.from_numpy(self.flagged)] = True
+        self.mask = mask.to(trainer.device)
         if trainer.context.is_main:
-            write_arrays(trainer.run.label_noise_path, arrays)
+            write_arrays(getattr(trainer.run, self.record_file), self.arrays)
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        noisy = self.noisy
-        if noisy is None or not bool(noisy.any()):
+        mask = self.mask
+        if mask is None or not bool(mask.any()):
             return
         kept = trainer.last_epoch_indices
         counts = trainer.pruner.table.train_count.float()
-        record.monitors.update(
-            {
-                "noisy_selected_frac": float(noisy[kept].float().mean()),
-                "visits_per_noisy": float(counts[noisy].mean()),
-                "visits_per_clean": float(counts[~noisy].mean()),
-            }
-        )
+        values = {
+            f"{self.name}_selected_frac": float(mask[kept].float().mean()),
+            f"visits_per_{self.name}": float(counts[mask].mean()),
+            f"visits_per_{self.others}": float(counts[~mask].mean()),
+        }
+        if self.visit_share:
+            values[f"{self.name}_visit_share"] = float(counts[mask].sum() / counts.sum())
+        record.monitors.update(values)
+
+
+def label_noise_diagnostics(
+    flipped: np.ndarray, clean_labels: torch.Tensor, noisy_labels: torch.Tensor
+) -> FlaggedSampleDiagnostics:
+    """``label_noise.npz`` and the noisy-vs-clean visit diagnostics (``data.label_noise``)."""
+    arrays = {
+        "flipped": flipped,
+        "clean_labels": clean_labels.numpy(),
+        "noisy_labels": noisy_labels.numpy(),
+    }
+    return FlaggedSampleDiagnostics(flipped, "noisy", "clean", "label_noise_path", arrays)
+
+
+def junk_diagnostics(junk: np.ndarray) -> FlaggedSampleDiagnostics:
+    """``junk.npz`` and the junk-vs-clean visit diagnostics (``data.junk_fraction``)."""
+    return FlaggedSampleDiagnostics(
+        junk, "junk", "clean_image", "junk_path", {"junk": junk}, visit_share=True
+    )
 
 
 def standard_callbacks(
-    label_noise: LabelNoiseDiagnostics | None = None, monitors: tuple[Callback, ...] = ()
+    diagnostics: tuple[Callback, ...] = (), monitors: tuple[Callback, ...] = ()
 ) -> list[Callback]:
-    """Every run's callbacks in order: label-noise diagnostics and monitors first (they extend
-    the epoch record), then the metrics writer, checkpoints, the flat-memory warning and the
-    scores writer."""
-    first: list[Callback] = [label_noise] if label_noise is not None else []
+    """Every run's callbacks in order: diagnostics and monitors first (they extend the epoch
+    record), then the metrics writer, checkpoints, the flat-memory warning and the scores
+    writer."""
+    first: list[Callback] = list(diagnostics)
     return [*first, *monitors, MetricsLogger(), Checkpointer(), FlatMemoryWarning(), ScoresWriter()]

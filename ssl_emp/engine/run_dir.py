@@ -7,6 +7,7 @@
     RUN_DIR/checkpoints/      the last two epoch checkpoints (and mid-epoch ones)
     RUN_DIR/scores.npz        per-sample score, memory, train_count, loss, last_seen, labels
     RUN_DIR/label_noise.npz   supervised runs with data.label_noise: which labels flipped
+    RUN_DIR/junk.npz          runs with data.junk_fraction: which images are junk
     RUN_DIR/eval.json         supervised runs: test top-1
     RUN_DIR/probe.json        linear-probe result (``top1``)
     RUN_DIR/knn.json          weighted-kNN result (``top1``)
@@ -29,6 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 SCORES_FILE = "scores.npz"
 LABEL_NOISE_FILE = "label_noise.npz"
+JUNK_FILE = "junk.npz"
 EVAL_FILE = "eval.json"
 DEMO_FILE = "demo.json"
 # Keys that may differ between a run and its resumption.
@@ -89,6 +91,10 @@ class RunDirectory:
     @property
     def label_noise_path(self) -> Path:
         return self.path / LABEL_NOISE_FILE
+
+    @property
+    def junk_path(self) -> Path:
+        return self.path / JUNK_FILE
 
     @property
     def eval_path(self) -> Path:

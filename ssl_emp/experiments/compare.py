@@ -65,6 +65,8 @@ COLUMNS = [
     "knn_top1",
     "test_top1",
     "label_noise",
+    "junk_fraction",
+    "junk_visit_share",
     "baseline",
     "probe_top1_vs_baseline",
     "knn_top1_vs_baseline",
@@ -134,6 +136,8 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "knn_top1": (results["knn"] or {}).get("top1"),
                 "test_top1": (results["eval"] or {}).get("top1"),
                 "label_noise": config.data.label_noise,
+                "junk_fraction": config.data.junk_fraction,
+                "junk_visit_share": last.get("junk_visit_share"),
                 "metrics": metrics,
             }
         )
@@ -183,6 +187,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "wall_time_s",
             "visits",
             "train_count_gini",
+            "junk_visit_share",
         ):
             entry[key], entry[f"{key}_std"] = _mean_std([m[key] for m in members])
         summary.append(entry)
@@ -209,6 +214,8 @@ def write_report(
     """``report.md``: the per-variant summary table, the paired differences (when a baseline
     is given), the per-run table and the plots."""
     keys = accuracy_keys(rows)
+    if any(row["junk_visit_share"] is not None for row in rows):
+        keys = [*keys, ("junk_visit_share", "junk share of visits")]
     lines = [
         "# Comparison report",
         "",

@@ -5,7 +5,13 @@ from __future__ import annotations
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData
 from ssl_emp.engine.builder import build_parts
-from ssl_emp.engine.callbacks import Checkpointer, LabelNoiseDiagnostics, standard_callbacks
+from ssl_emp.engine.callbacks import (
+    Callback,
+    Checkpointer,
+    junk_diagnostics,
+    label_noise_diagnostics,
+    standard_callbacks,
+)
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.errors import UserInputError
@@ -25,13 +31,15 @@ def build_trainer(
         test_data: test data for the monitors (loaded when one needs it).
     """
     parts = build_parts(config, train_data=train_data, test_data=test_data)
-    noise = parts.label_noise
-    diagnostics = (
-        LabelNoiseDiagnostics(noise.flipped, noise.clean_labels, noise.noisy_labels)
-        if noise is not None
-        else None
-    )
-    trainer = Trainer(parts, standard_callbacks(diagnostics, monitors_for(parts)))
+    diagnostics: list[Callback] = []
+    if parts.label_noise is not None:
+        noise = parts.label_noise
+        diagnostics.append(
+            label_noise_diagnostics(noise.flipped, noise.clean_labels, noise.noisy_labels)
+        )
+    if parts.junk is not None:
+        diagnostics.append(junk_diagnostics(parts.junk))
+    trainer = Trainer(parts, standard_callbacks(tuple(diagnostics), monitors_for(parts)))
     if config.run.resume:
         for callback in trainer.callbacks:
             if isinstance(callback, Checkpointer):
