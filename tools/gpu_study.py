@@ -1,0 +1,91 @@
+"""The paired study at a scale the CPU cannot reach: Fashion-MNIST (all 60,000 training
+images), ResNet-18 SimCLR, random vs eps_greedy vs EMP at rate 0.7, three paired seeds,
+sized for at most 9 minutes on one H200-class GPU. Prints the ``compare --baseline random``
+table (paired differences, 95 % t-intervals, verdicts).
+
+The GPU machine has no network: the data travels with the working tree. ``--copy-data``
+copies the Debian package's IDX files into ``data/fashion-mnist/`` (ignored by git; name it
+in the device tool's ``carry``) and the runs read them from there.
+
+    python tools/gpu_study.py --copy-data      # here, before sending the tree
+    bash tools/gpu_study.sh                    # on the GPU machine
+    bash tools/gpu_study.sh --reduced          # a CPU smoke run (the tests run it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ssl_emp.data.sources import FASHION_MNIST_DEFAULT_ROOT  # noqa: E402
+from ssl_emp.experiments.compare import compare  # noqa: E402
+from ssl_emp.experiments.sweep import plan_runs, sweep  # noqa: E402
+
+LOCAL_DATA = ROOT / "data" / "fashion-mnist"
+POLICIES = ["random", "eps_greedy", "emp"]
+FULL = {
+    "seeds": [0, 1, 2],
+    "overrides": [
+        "data.subset=null",
+        "model.backbone=resnet18",
+        "train.epochs=25",
+        "train.batch_size=512",
+        "train.device=cuda",
+        "eval.probe_epochs=50",
+    ],
+}
+REDUCED = {
+    "seeds": [0, 1],
+    "overrides": [
+        "data.subset=600",
+        "data.test_subset=500",
+        "model.width=4",
+        "train.epochs=2",
+        "train.batch_size=64",
+        "train.device=cpu",
+        "eval.probe_epochs=5",
+    ],
+}
+
+
+def copy_data() -> None:
+    """Copy Fashion-MNIST's IDX files next to the code, so they travel with the tree."""
+    LOCAL_DATA.mkdir(parents=True, exist_ok=True)
+    for source in Path(FASHION_MNIST_DEFAULT_ROOT).glob("*-ubyte.gz"):
+        shutil.copy2(source, LOCAL_DATA / source.name)
+    print(f"copied Fashion-MNIST into {LOCAL_DATA}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reduced", action="store_true", help="small CPU run (tests)")
+    parser.add_argument("--copy-data", action="store_true", help="copy the data, then exit")
+    parser.add_argument("--dir", default="runs/gpu_study")
+    args = parser.parse_args()
+    if args.copy_data:
+        copy_data()
+        return 0
+    size = REDUCED if args.reduced else FULL
+    root = LOCAL_DATA if (LOCAL_DATA / "train-images-idx3-ubyte.gz").is_file() else None
+    data = [f"data.root={root}"] if root else []
+    started = time.perf_counter()
+    runs = plan_runs(POLICIES, [0.7], size["seeds"])
+    overrides = [*data, *size["overrides"], "train.progress=false"]
+    config = ROOT / "configs" / "simclr_fashion_mnist.yaml"
+    sweep(str(config), args.dir, runs, overrides)
+    out = compare([args.dir], args.dir, baseline="random")
+    report = (out / "report.md").read_text()
+    section = report.split("## Paired differences vs random", 1)[1].split("## Runs", 1)[0]
+    print("\n## Paired differences vs random" + section.rstrip())
+    print(f"\n{len(runs)} runs in {(time.perf_counter() - started) / 60:.1f} min -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
