@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 typecheck: install
-	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy ssl_emp/
 
 bench: install data
 	$(PY) tools/bench_throughput.py

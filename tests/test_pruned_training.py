@@ -83,19 +83,18 @@ def test_emp_metrics_report_lfl_diagnostics(tmp_path: Path) -> None:
     assert last["kept"] == math.ceil(0.3 * 48)
 
 
+BANK_EMP = [
+    "pruning.policy=emp",
+    "pruning.rate=0.5",
+    "memory.estimator=bank",
+    "memory.k=5",
+    "train.epochs=3",
+    "train.batch_size=8",
+]
+
+
 def test_bank_estimator_rescores_every_sample(tmp_path: Path) -> None:
-    run = pretrain(
-        tiny_config_with(
-            tmp_path,
-            "pruning.policy=emp",
-            "pruning.rate=0.5",
-            "memory.estimator=bank",
-            "memory.k=5",
-            "memory.refresh_every=2",
-            "train.epochs=3",
-            "train.batch_size=8",
-        )
-    )
+    run = pretrain(tiny_config_with(tmp_path, *BANK_EMP, "memory.refresh_every=2"))
     last = metrics_records(run.path)[-1]
     assert "bank_neighbour_sim_mean" in last and "bank_knn_label_agreement" in last
     scores = np.load(run.path / "scores.npz")
@@ -103,17 +102,7 @@ def test_bank_estimator_rescores_every_sample(tmp_path: Path) -> None:
 
 
 def test_bank_rescores_samples_that_were_pruned(tmp_path: Path) -> None:
-    trainer = build_trainer(
-        tiny_config_with(
-            tmp_path,
-            "pruning.policy=emp",
-            "pruning.rate=0.5",
-            "memory.estimator=bank",
-            "memory.k=5",
-            "train.epochs=3",
-            "train.batch_size=8",
-        )
-    )
+    trainer = build_trainer(tiny_config_with(tmp_path, *BANK_EMP))
     trainer.fit(until_epoch=2)
     before = trainer.pruner.table.memory.clone()
     trainer.fit(until_epoch=3)

@@ -16,9 +16,6 @@ from torch import nn
 from ssl_emp.config import TrainConfig
 from ssl_emp.methods.base import PROGRESS_RESOLUTION
 
-# Resolution of the schedule: progress is expressed in 1/SCHEDULE_RESOLUTION of an epoch.
-SCHEDULE_RESOLUTION = PROGRESS_RESOLUTION
-
 
 def peak_learning_rate(config: TrainConfig) -> float:
     """``lr * batch_size / 256`` (the linear scaling rule of SimCLR and MoCo)."""
@@ -54,8 +51,8 @@ def learning_rate_at(progress: float, config: TrainConfig) -> float:
     warmup = min(config.warmup_epochs, config.epochs)
     if progress < warmup:
         return peak * progress / warmup
-    step = round((progress - warmup) * SCHEDULE_RESOLUTION)
-    total = max(1, round((config.epochs - warmup) * SCHEDULE_RESOLUTION))
+    step = round((progress - warmup) * PROGRESS_RESOLUTION)
+    total = max(1, round((config.epochs - warmup) * PROGRESS_RESOLUTION))
     return cosine_schedule(min(step, total), total + 1, start_value=peak, end_value=0.0)
 
 

@@ -152,27 +152,26 @@ class RunDirectory:
             run.lock = RunLock(run.path)
         try:
             run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            run._lock_or_refuse()
+            run.lock.acquire()
             probe = run.path / ".write_test"
             probe.write_text("ok")
             probe.unlink()
         except OSError as error:
-            raise UserInputError(
-                f"run directory {run.path} is not writable ({error.strerror}); choose another "
-                "run.dir"
-            ) from None
+            raise run._not_writable(error) from None
         if not config.run.resume:
             write_yaml(run.config_path, config.to_dict())
         return run
+
+    def _not_writable(self, error: OSError) -> UserInputError:
+        return UserInputError(
+            f"run directory {self.path} is not writable ({error.strerror}); choose another run.dir"
+        )
 
     def _lock_or_refuse(self) -> None:
         try:
             self.lock.acquire()
         except OSError as error:
-            raise UserInputError(
-                f"run directory {self.path} is not writable ({error.strerror}); choose another "
-                "run.dir"
-            ) from None
+            raise self._not_writable(error) from None
 
     def release(self) -> None:
         """Give up the lock taken by :meth:`prepare` (when training ends)."""

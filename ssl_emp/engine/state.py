@@ -97,7 +97,3 @@ class EpochRecord:
         for group in (self.selection, self.pruning, self.memory, self.monitors):
             flat.update(group)
         return flat
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """A field or diagnostic by its ``metrics.jsonl`` name."""
-        return self.to_dict().get(key, default)

@@ -71,13 +71,11 @@ class Trainer:
     """
 
     def __init__(self, parts: TrainingParts, callbacks: Sequence[Callback] = ()) -> None:
-        self.parts = parts
         self.config = parts.config
         self.context = parts.context
         self.device = parts.device
         self.run = parts.run
         self.data = parts.data
-        self.test_data = parts.test_data
         self.model = parts.model
         self.forward_model = parts.forward_model
         self.optimizer = parts.optimizer

@@ -154,7 +154,7 @@ class Pruner:
             rate=self.config.rate,
             eps=self.config.eps,
             rng=self._rng(epoch),
-            scores=lambda use_history: self.scores(use_history=use_history),
+            scores=self.scores,
         )
         return self.policy.rule(request)
 
