@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -173,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NUMBER_LIST_OPTIONS = ("--betas", "--rates", "--seeds")
+NEGATIVE_NUMBER_LIST = re.compile(r"-[0-9.]+(,-?[0-9.]*)*")
+
+
+def attach_negative_lists(argv: Sequence[str]) -> list[str]:
+    """``--betas -1,3`` as ``--betas=-1,3``: argparse reads a value that starts with '-' (and
+    is not a single number) as a flag, so a list that starts with a negative number is joined
+    to its option first."""
+    tokens = list(argv)
+    joined: list[str] = []
+    position = 0
+    while position < len(tokens):
+        token = tokens[position]
+        following = tokens[position + 1] if position + 1 < len(tokens) else ""
+        if token in NUMBER_LIST_OPTIONS and NEGATIVE_NUMBER_LIST.fullmatch(following):
+            joined.append(f"{token}={following}")
+            position += 2
+            continue
+        joined.append(token)
+        position += 1
+    return joined
+
+
 def _split(text: str, kind: type, flag: str) -> list:
     """Comma-separated values of ``kind`` (empty text gives an empty list)."""
     try:
@@ -256,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # parse_known_args lets overrides stand before and after flags (argparse alone stops
     # collecting a positional list at the first flag)
-    args, extras = parser.parse_known_args(argv)
+    tokens = attach_negative_lists(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(tokens)
     unknown = [token for token in extras if token.startswith("-") or "=" not in token]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_emp.cli import main
+from ssl_emp.cli import attach_negative_lists, main
+from ssl_emp.config import load_config
+from ssl_emp.errors import UserInputError
 from tests.conftest import ROOT, pretrain_command
 
 
@@ -69,3 +71,58 @@ def test_unknown_flag_is_an_error(capsys) -> None:
         main(["pretrain", "-c", "x.yaml", "--frobnicate"])
     assert exit_info.value.code == 2
     assert "--frobnicate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sweep", "--betas", "-1,3"], ["sweep", "--betas=-1,3"]),
+        (["sweep", "--betas", "-0.5"], ["sweep", "--betas=-0.5"]),
+        (
+            ["sweep", "--betas", "1,-3", "--seeds", "0"],
+            ["sweep", "--betas", "1,-3", "--seeds", "0"],
+        ),
+        (["sweep", "--betas", "--no-eval"], ["sweep", "--betas", "--no-eval"]),
+    ],
+)
+def test_negative_number_lists_are_joined_to_their_option(argv, expected) -> None:
+    assert attach_negative_lists(argv) == expected
+
+
+def test_sweep_accepts_a_beta_list_starting_with_a_negative_value(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *pretrain_command()[:3],
+            "sweep",
+            "-c",
+            str(ROOT / "configs" / "simclr_fashion_mnist.yaml"),
+            "--dir",
+            str(tmp_path / "s"),
+            "--policies",
+            "emp",
+            "--rates",
+            "0.5",
+            "--betas",
+            "-1,3",
+            "--no-eval",
+            "data.source=synthetic",
+            "data.subset=64",
+            "train.epochs=1",
+            "train.batch_size=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert sorted(path.name for path in (tmp_path / "s").iterdir() if path.is_dir()) == [
+        "emp_r0.5_s0_b-1",
+        "emp_r0.5_s0_b3",
+    ]
+
+
+def test_a_numeric_run_dir_is_a_directory_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, ["run.dir=123"]).run.dir == "123"
+    with pytest.raises(UserInputError, match="'pruning.policy' must be"):
+        load_config(None, ["pruning.policy=123"])

@@ -67,6 +67,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return float(value)
     elif isinstance(value, str) and str in allowed:
         return value
+    elif isinstance(value, int | float) and str in allowed and literal_choices(tp) is None:
+        return str(value)  # a name that YAML read as a number: run.dir=123
     raise UserInputError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
 
