@@ -151,7 +151,16 @@ class TrainConfig:
         "deterministic anyway)",
     )
     threads: int | None = _option(None, "CPU threads for torch (default: torch's choice)", ge=1)
-    progress: bool = _option(True, "show a tqdm progress bar")
+    progress: bool = _option(
+        True,
+        "show progress within epochs: a bar when stderr is a terminal, else a plain line every "
+        "train.progress_interval_s seconds",
+    )
+    progress_interval_s: float = _option(
+        60.0,
+        "seconds between progress lines when the output is not a terminal (0: epoch lines only)",
+        ge=0.0,
+    )
     checkpoint_every: int = _option(
         0,
         "also checkpoint every n optimizer steps inside an epoch (0 = at epoch ends only)",

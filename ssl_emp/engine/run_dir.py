@@ -39,6 +39,7 @@ RESUME_FREE_KEYS = {
     "run.overwrite",
     "run.dir",
     "train.progress",
+    "train.progress_interval_s",
     "train.threads",
     "train.device",
 }

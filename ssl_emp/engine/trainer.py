@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ssl_emp.collectives import all_gather_objects, barrier
 from ssl_emp.data.batch import GlobalBatch, index_batches
@@ -25,6 +24,7 @@ from ssl_emp.engine.builder import TrainingParts
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
 from ssl_emp.engine.preemption import StopRequest
+from ssl_emp.engine.progress import EpochProgress
 from ssl_emp.engine.seeding import epoch_generator
 from ssl_emp.engine.state import EpochRecord, TrainState
 from ssl_emp.errors import (
@@ -179,16 +179,15 @@ class Trainer:
         self.model.train()
         self._loss_sum = torch.tensor(state.epoch_loss_sum, dtype=torch.float64, device=self.device)
         self._started = time.perf_counter() - state.epoch_seconds
-        progress_bar = tqdm(
-            batches[state.epoch_batches_done :],
-            desc=f"epoch {epoch + 1}/{config.train.epochs}",
-            initial=state.epoch_batches_done,
+        progress = EpochProgress(
+            epoch=epoch,
+            epochs=config.train.epochs,
+            done=state.epoch_batches_done,
             total=len(batches),
-            disable=not (config.train.progress and context.is_main),
-            leave=False,
-            unit="batch",
+            enabled=config.train.progress and context.is_main,
+            interval_s=config.train.progress_interval_s,
         )
-        for batch_indices in progress_bar:
+        for batch_indices in batches[state.epoch_batches_done :]:
             batch = GlobalBatch.shard(batch_indices, context.rank, context.world_size)
             per_sample_loss = self.train_step(
                 batch, progress=epoch + state.epoch_seen / len(indices)
@@ -199,15 +198,11 @@ class Trainer:
                 self._loss_sum += per_sample_loss.double().sum()
                 for callback in self.callbacks:
                     callback.on_step_end(self, batches_in_epoch=len(batches))
-                if config.train.progress:
-                    elapsed = time.perf_counter() - self._started
-                    progress_bar.set_postfix(
-                        loss=f"{per_sample_loss.mean().item():.3f}",
-                        img_s=f"{state.epoch_seen / elapsed:.0f}",
-                    )
+            progress.step(per_sample_loss, seen=state.epoch_seen)
             if state.epoch_batches_done < len(batches) and self.stop.requested(self.device):
-                progress_bar.close()
+                progress.close()
                 self._stop_mid_epoch()
+        progress.close()
         return self._close_epoch(epoch, indices)
 
     def _stop_mid_epoch(self) -> None:
