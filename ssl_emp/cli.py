@@ -153,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (default: the sweep directory, else ./compare)",
     )
 
+    export = commands.add_parser(
+        "export",
+        help="write a run's trained backbone as a plain state_dict file",
+        description="Write the backbone of a run's newest checkpoint as a plain state_dict "
+        "(torch.save, or safetensors for a .safetensors name), with a small metadata entry "
+        "naming its architecture and preprocessing. torchvision's resnet18()/resnet50() with "
+        "fc = nn.Identity() load it with strict=True (standard stem, 3 channels); "
+        "ssl_emp.load_backbone(FILE) rebuilds any backbone from the file alone.",
+        formatter_class=formatter,
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining or supervised run")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    export.add_argument(
+        "--head",
+        action="store_true",
+        help="also store the projection head (the classifier for supervised runs) under head.",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="SimCLR on Fashion-MNIST: full data vs random vs EMP pruning at 0.7, probed",
@@ -268,6 +286,16 @@ def dispatch(args: argparse.Namespace) -> int:
         out = args.out or (args.paths[0] if single_sweep else "compare")
         out_dir = compare(args.paths, out, baseline=args.baseline)
         print(f"wrote {out_dir}/report.md, results.csv and plots")
+    elif args.command == "export":
+        from ssl_emp.experiments.export import export_run
+
+        written = export_run(args.run_dir, args.out, head=args.head)
+        head = " and its head" if written["head"] else ""
+        print(
+            f"exported the {written['backbone']} backbone{head} of {args.run_dir} (epoch "
+            f"{written['epoch']}/{written['epochs']}, {written['feature_dim']}-d features) "
+            f"-> {args.out}; load it with ssl_emp.load_backbone('{args.out}')"
+        )
     elif args.command == "demo":
         from ssl_emp.experiments.demo import load_demo_config, run_demo
 

@@ -6,6 +6,7 @@ operation on the data's device, so there is no per-sample Python and no PIL in t
 
 from __future__ import annotations
 
+from typing import Any
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -62,6 +63,32 @@ class ImageData:
     def to(self, device: torch.device | str) -> ImageData:
         """The same data on ``device`` (one copy of the whole tensor)."""
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
+    def facts(self) -> dict[str, Any]:
+        """What a model needs to know of this data to be rebuilt without it: name, channels,
+        image size, normalisation and class count (checkpoints keep these, so an export need
+        not reload the dataset)."""
+        return {
+            "name": self.name,
+            "channels": self.channels,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "num_classes": self.num_classes,
+        }
+
+    @classmethod
+    def placeholder(cls, facts: dict[str, Any]) -> ImageData:
+        """A one-image dataset with the shape and statistics of :meth:`facts`."""
+        size, channels = facts["image_size"], facts["channels"]
+        return cls(
+            images=torch.zeros(1, channels, size, size, dtype=torch.uint8),
+            labels=torch.zeros(1, dtype=torch.long),
+            num_classes=facts["num_classes"],
+            mean=tuple(facts["mean"]),
+            std=tuple(facts["std"]),
+            name=facts["name"],
+        )
 
     def select(self, indices: np.ndarray | torch.Tensor) -> ImageData:
         """The samples at ``indices`` (a subset), as a new dataset."""

@@ -97,6 +97,7 @@ class Checkpointer(Callback):
             "bank": trainer.estimator.state_dict(),
             "rng": all_gather_objects(capture_rng_state()),  # one state per rank
             "world_size": trainer.context.world_size,
+            "data": trainer.data.facts(),  # rebuild the model without the data (export)
         }
         if trainer.context.is_main:
             step = trainer.state.step if mid_epoch else None

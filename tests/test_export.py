@@ -1,0 +1,115 @@
+"""``ssl-emp export`` and ``ssl_emp.load_backbone``: encoders that leave a run as plain files."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import ssl_emp
+from ssl_emp.cli import main
+from ssl_emp.config import Config
+from ssl_emp.engine.checkpoint import load_latest_checkpoint
+from ssl_emp.engine.run_dir import RunDirectory
+from ssl_emp.errors import UserInputError
+from ssl_emp.eval.loading import load_trained_backbone
+from ssl_emp.experiments.export import export_run
+from ssl_emp.experiments.train import build_trainer
+from ssl_emp.methods import build_method
+from tests.conftest import tiny_config_with
+
+
+def _trained(config: Config):
+    trainer = build_trainer(config)
+    trainer.fit()
+    return trainer
+
+
+def _inputs(channels: int = 3, size: int = 16) -> torch.Tensor:
+    return torch.randn(6, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _run_backbone(trainer) -> nn.Module:
+    return load_trained_backbone(
+        trainer.run, trainer.config, trainer.data, torch.device("cpu")
+    ).eval()
+
+
+@pytest.mark.parametrize("cifar_stem", [False, True])
+def test_torchvision_resnet18_loads_an_export_strictly(tmp_path: Path, cifar_stem: bool) -> None:
+    trainer = _trained(
+        tiny_config_with(
+            tmp_path, "model.backbone=resnet18", f"model.cifar_stem={cifar_stem}", "train.epochs=1"
+        )
+    )
+    out = tmp_path / "encoder.pt"
+    export_run(str(trainer.run.path), str(out))
+    model = torchvision.models.resnet18()
+    model.fc = nn.Identity()
+    if cifar_stem:  # the two-line change the docs show
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    model.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    model.eval()
+    with torch.no_grad():
+        expected = _run_backbone(trainer)(_inputs())
+        assert torch.allclose(model(_inputs()), expected, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(expected, _untrained_features(trainer.config), atol=1e-3)
+
+
+def _untrained_features(config: Config) -> torch.Tensor:
+    """Features of a freshly built backbone (so "same features" cannot pass by accident)."""
+    from ssl_emp.data import build_datasets
+
+    train, _ = build_datasets(config.data, seed=config.seed)
+    torch.manual_seed(123)
+    return build_method(config, train).backbone.eval()(_inputs())
+
+
+@pytest.mark.parametrize("name", ["encoder.pt", "encoder.safetensors"])
+def test_load_backbone_rebuilds_resnet_small_from_the_file_alone(tmp_path: Path, name: str) -> None:
+    trainer = _trained(tiny_config_with(tmp_path, "model.width=6"))
+    out = tmp_path / name
+    export_run(str(trainer.run.path), str(out))
+    rebuilt = ssl_emp.load_backbone(out)
+    assert not rebuilt.training
+    with torch.no_grad():
+        assert torch.equal(rebuilt(_inputs()), _run_backbone(trainer)(_inputs()))
+    info = ssl_emp.export_metadata(out)
+    assert (info["backbone"], info["width"], info["in_channels"]) == ("resnet_small", 6, 3)
+    assert info["mean"] == list(trainer.data.mean) and info["epoch"] == 2
+    assert info["feature_dim"] == 48
+
+
+@pytest.mark.parametrize("method", ["simclr", "supervised"])
+def test_the_head_travels_under_its_prefix(tmp_path: Path, method: str) -> None:
+    trainer = _trained(tiny_config_with(tmp_path, f"method.name={method}"))
+    out = tmp_path / "with_head.pt"
+    export_run(str(trainer.run.path), str(out), head=True)
+    model = build_method(trainer.config, trainer.data)
+    model.load_state_dict(load_latest_checkpoint(trainer.run.checkpoint_dir)[1]["model"])
+    model.eval()
+    head = model.classifier if method == "supervised" else model.projection_head
+    with torch.no_grad():
+        expected = head(model.backbone(_inputs()))
+        assert torch.allclose(ssl_emp.load_backbone(out, head=True)(_inputs()), expected, atol=1e-6)
+    export_run(str(trainer.run.path), str(tmp_path / "plain.pt"))
+    with pytest.raises(UserInputError, match="holds no head"):
+        ssl_emp.load_backbone(tmp_path / "plain.pt", head=True)
+
+
+def test_export_of_a_run_without_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
+    config = tiny_config_with(tmp_path)
+    RunDirectory.prepare(config).release()
+    assert main(["export", config.run.dir, "--out", str(tmp_path / "e.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no checkpoint yet" in err
+    assert not (tmp_path / "e.pt").exists()
+
+
+def test_a_foreign_state_dict_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save(nn.Linear(2, 2).state_dict(), path)
+    with pytest.raises(UserInputError, match="was not written by `ssl-emp export`"):
+        ssl_emp.load_backbone(path)
