@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+WandbMode = Literal["offline", "online", "disabled"]
 DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic"]
 BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
 MethodName = Literal["simclr", "moco", "supervised"]
@@ -265,6 +266,22 @@ class EvalConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Loggers besides ``metrics.jsonl`` (which stays the source of truth); rank 0 only."""
+
+    tensorboard: bool = _option(
+        False, "write TensorBoard events under RUN/tensorboard/ (tensorboard --logdir runs/)"
+    )
+    wandb: bool = _option(
+        False, "log to Weights & Biases (pip install 'ssl_emp[wandb]'); resumes keep the W&B run"
+    )
+    wandb_project: str = _option("ssl_emp", "W&B project")
+    wandb_mode: WandbMode | None = _option(
+        None, "W&B mode (default: $WANDB_MODE when set, else offline: nothing leaves the machine)"
+    )
+
+
+@dataclass
 class RunConfig:
     """Run directory handling."""
 
@@ -286,6 +303,7 @@ class Config:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:

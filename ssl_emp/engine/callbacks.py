@@ -271,10 +271,12 @@ def junk_diagnostics(junk: np.ndarray) -> FlaggedSampleDiagnostics:
 
 
 def standard_callbacks(
-    diagnostics: tuple[Callback, ...] = (), monitors: tuple[Callback, ...] = ()
+    diagnostics: tuple[Callback, ...] = (),
+    monitors: tuple[Callback, ...] = (),
+    loggers: tuple[Callback, ...] = (),
 ) -> list[Callback]:
     """Every run's callbacks in order: diagnostics and monitors first (they extend the epoch
-    record), then the metrics writer, checkpoints, the flat-memory warning and the scores
-    writer."""
-    first: list[Callback] = list(diagnostics)
-    return [*first, *monitors, MetricsLogger(), Checkpointer(), FlatMemoryWarning(), ScoresWriter()]
+    record), then the metrics writer, the loggers (TensorBoard, W&B), checkpoints, the
+    flat-memory warning and the scores writer."""
+    first: list[Callback] = [*diagnostics, *monitors, MetricsLogger(), *loggers]
+    return [*first, Checkpointer(), FlatMemoryWarning(), ScoresWriter()]

@@ -42,6 +42,10 @@ RESUME_FREE_KEYS = {
     "train.progress_interval_s",
     "train.threads",
     "train.device",
+    "logging.tensorboard",
+    "logging.wandb",
+    "logging.wandb_project",
+    "logging.wandb_mode",
 }
 
 

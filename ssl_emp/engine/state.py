@@ -23,6 +23,8 @@ class TrainState:
         epoch_seen: samples of the epoch in progress already trained.
         epoch_loss_sum: sum of their per-sample losses.
         epoch_seconds: training seconds spent on the epoch in progress before a resume.
+        logger_run_ids: ids of external logger runs (``wandb``), so a resumed run continues
+            the same one.
     """
 
     epoch: int = 0
@@ -34,6 +36,7 @@ class TrainState:
     epoch_seen: int = 0
     epoch_loss_sum: float = 0.0
     epoch_seconds: float = 0.0
+    logger_run_ids: dict[str, str] = field(default_factory=dict)
 
     def finish_epoch(self) -> None:
         """Close the epoch in progress."""

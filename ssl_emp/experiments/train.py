@@ -12,6 +12,7 @@ from ssl_emp.engine.callbacks import (
     label_noise_diagnostics,
     standard_callbacks,
 )
+from ssl_emp.engine.loggers import loggers_for
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.errors import UserInputError
@@ -39,7 +40,8 @@ def build_trainer(
         )
     if parts.junk is not None:
         diagnostics.append(junk_diagnostics(parts.junk))
-    trainer = Trainer(parts, standard_callbacks(tuple(diagnostics), monitors_for(parts)))
+    callbacks = standard_callbacks(tuple(diagnostics), monitors_for(parts), loggers_for(config))
+    trainer = Trainer(parts, callbacks)
     if config.run.resume:
         for callback in trainer.callbacks:
             if isinstance(callback, Checkpointer):
