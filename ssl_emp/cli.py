@@ -171,6 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="also store the projection head (the classifier for supervised runs) under head.",
     )
 
+    inspect = commands.add_parser(
+        "inspect",
+        help="PNG grids of the samples a run trained most/least and scored highest/lowest",
+        description="For a finished run, write PNG grids of its real training images: the "
+        "samples trained most and least often and those with the highest and lowest score and "
+        "memory term at the end (captions: index, label, visits, score; flipped-label and junk "
+        "samples in red), plus the training-count histogram, into RUN_DIR/inspect/. On runs "
+        "with data.label_noise or data.junk_fraction it prints the precision at k of each "
+        "signal (score, loss, memory): the share of the k most extreme samples that are the "
+        "flipped (junk) ones, next to chance.",
+        formatter_class=formatter,
+    )
+    inspect.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    inspect.add_argument("--out", default=None, help="output directory (default RUN_DIR/inspect)")
+    inspect.add_argument(
+        "--csv",
+        action="store_true",
+        help="also write samples.csv: every sample's index, label, visits, score, memory term "
+        "and loss (and flipped/junk flags), highest score first",
+    )
+    inspect.add_argument(
+        "--k", type=int, default=None, help="k of precision at k (default: the flagged count)"
+    )
+    inspect.add_argument(
+        "--samples", type=int, default=32, help="images per grid (default: %(default)s)"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="SimCLR on Fashion-MNIST: full data vs random vs EMP pruning at 0.7, probed",
@@ -296,6 +323,21 @@ def dispatch(args: argparse.Namespace) -> int:
             f"{written['epoch']}/{written['epochs']}, {written['feature_dim']}-d features) "
             f"-> {args.out}; load it with ssl_emp.load_backbone('{args.out}')"
         )
+    elif args.command == "inspect":
+        from ssl_emp.experiments.inspect_run import inspect_run, precision_table
+
+        if args.samples < 1 or (args.k is not None and args.k < 1):
+            raise UserInputError("--samples and --k must be at least 1")
+        found = inspect_run(
+            args.run_dir, out=args.out, write_csv=args.csv, k=args.k, samples=args.samples
+        )
+        folder = found.files[0].parent
+        print(
+            f"wrote {len(found.files)} files to {folder}: {', '.join(p.name for p in found.files)}"
+        )
+        if found.precision:
+            print("how well each signal finds the known-bad samples:")
+            print("\n".join(precision_table(found.precision)))
     elif args.command == "demo":
         from ssl_emp.experiments.demo import load_demo_config, run_demo
 

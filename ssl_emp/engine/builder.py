@@ -144,6 +144,18 @@ def add_label_noise(config: Config, data: ImageData) -> tuple[ImageData, LabelNo
     return replace(data, labels=noisy_labels), noise
 
 
+def contaminate(
+    config: Config, data: ImageData
+) -> tuple[ImageData, LabelNoise | None, np.ndarray | None]:
+    """The training data as the run trains it: labels flipped (``data.label_noise``) and
+    images replaced by junk (``data.junk_fraction``), both seeded; with what was changed."""
+    data, label_noise = add_label_noise(config, data)
+    junk = None
+    if config.data.junk_fraction > 0:
+        data, junk = add_junk(data, config.data.junk_fraction, seed=config.seed)
+    return data, label_noise, junk
+
+
 def wrap_for_ddp(
     config: Config, model: Method, context: DistributedContext, device: torch.device
 ) -> tuple[Method, nn.Module]:
@@ -201,10 +213,7 @@ def build_parts(
     )
     check_batch_size(config, len(train_data), pruner, context.world_size)
     run = prepare_run_directory(config, context)
-    train_data, label_noise = add_label_noise(config, train_data)
-    junk = None
-    if config.data.junk_fraction > 0:
-        train_data, junk = add_junk(train_data, config.data.junk_fraction, seed=config.seed)
+    train_data, label_noise, junk = contaminate(config, train_data)
     seed_everything(config.seed + context.rank)  # distinct views per rank
     data = train_data.to(device)
     model, forward_model = wrap_for_ddp(

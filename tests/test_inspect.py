@@ -1,0 +1,82 @@
+"""``ssl-emp inspect``: the extreme samples of scores.npz, the audit CSV and precision at k."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl_emp.cli import main
+from ssl_emp.experiments.inspect_run import GRIDS, inspect_run
+from ssl_emp.experiments.train import build_trainer
+from tests.conftest import tiny_config_with
+
+
+def _extremes_by_hand(values: np.ndarray, count: int, largest: bool) -> list[int]:
+    """A second implementation: sort (value, index) pairs in plain Python."""
+    finite = [i for i in range(len(values)) if np.isfinite(values[i])]
+    ordered = sorted(finite, key=lambda i: (-values[i] if largest else values[i], i))
+    return ordered[:count]
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("inspect")
+    config = tiny_config_with(
+        tmp_path,
+        "method.name=supervised",
+        "data.synthetic_size=96",
+        "data.label_noise=0.25",
+        "pruning.policy=emp",
+        "pruning.rate=0.5",
+        "pruning.beta=3",
+        "train.epochs=3",
+    )
+    build_trainer(config).fit()
+    return Path(config.run.dir)
+
+
+def test_grids_show_exactly_the_extreme_samples(noisy_run: Path, tmp_path: Path) -> None:
+    found = inspect_run(str(noisy_run), out=str(tmp_path / "out"), samples=10)
+    scores = np.load(noisy_run / "scores.npz")
+    for name, (array, largest) in GRIDS.items():
+        assert found.grids[name].tolist() == _extremes_by_hand(scores[array], 10, largest), name
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "train_count_hist.png").is_file()
+
+
+def test_precision_at_k_counts_the_flipped_labels(noisy_run: Path, tmp_path: Path) -> None:
+    found = inspect_run(str(noisy_run), out=str(tmp_path / "out"), k=12)
+    scores = np.load(noisy_run / "scores.npz")
+    flipped = set(np.load(noisy_run / "label_noise.npz")["flipped"].tolist())
+    assert len(flipped) == 24
+    rows = {(signal, direction): value for _, signal, direction, _, value, _ in found.precision}
+    for signal in ("score", "loss", "memory"):
+        for direction, largest in (("highest", True), ("lowest", False)):
+            chosen = _extremes_by_hand(scores[signal], 12, largest)
+            expected = sum(index in flipped for index in chosen) / 12
+            assert rows[(signal, direction)] == pytest.approx(expected)
+    assert {row[0] for row in found.precision} == {"flipped"}
+    assert all(row[3] == 12 and row[5] == pytest.approx(0.25) for row in found.precision)
+
+
+def test_the_csv_lists_every_sample_by_score(noisy_run: Path, tmp_path: Path) -> None:
+    assert main(["inspect", str(noisy_run), "--out", str(tmp_path / "o"), "--csv"]) == 0
+    with open(tmp_path / "o" / "samples.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    scores = np.load(noisy_run / "scores.npz")
+    flipped = set(np.load(noisy_run / "label_noise.npz")["flipped"].tolist())
+    assert [int(row["index"]) for row in rows] == _extremes_by_hand(scores["score"], 96, True)
+    for row in rows:
+        index = int(row["index"])
+        assert int(row["visits"]) == scores["train_count"][index]
+        assert int(row["label"]) == scores["labels"][index]
+        assert int(row["flipped"]) == (index in flipped)
+
+
+def test_an_unfinished_run_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    config = tiny_config_with(tmp_path, "train.epochs=2")
+    build_trainer(config).fit(until_epoch=1)
+    assert main(["inspect", config.run.dir]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no scores.npz yet" in err
