@@ -1,12 +1,17 @@
 """k-nearest-neighbour search by inner product: faiss when installed, torch otherwise.
 
-faiss uses a GPU index when the features are on CUDA and faiss-gpu is installed, else the CPU
-``IndexFlatIP``. Both paths are exact searches, so results do not depend on which is used
-(up to ties between equal similarities).
+:func:`search` and :class:`FaissSearch` are exact: faiss uses a GPU index when the features
+are on CUDA and faiss-gpu is installed, else the CPU ``IndexFlatIP``, so results do not depend
+on which is used (up to ties between equal similarities). Their cost is N x Q x D.
+
+:class:`IvfSearch` is approximate: faiss's inverted-file index splits the database into cells
+by k-means and each query scans only its nearest cells, so searching every row of a database
+of N rows costs about N x (cells + probe x cell_size) x D instead of N^2 x D.
 """
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -98,3 +103,127 @@ def search(
     if use_faiss and faiss_available():
         return (searcher or FaissSearch()).search(database, queries, k)
     return _torch_search(database, queries, k)
+
+
+class IvfSearch:
+    """Approximate inner-product search with a faiss inverted-file index (``IndexIVFFlat``).
+
+    A spherical k-means (the coarse quantizer) splits the database into
+    ``ceil(N / cell_size)`` cells; a query scans the ``probe`` cells whose centroids are most
+    similar to it. Probing every cell gives the exact answer. The quantizer is trained on a
+    seeded sample of at most ``train_points_per_cell`` rows per cell and reused for
+    ``retrain_every`` searches (the bank's features drift as the encoder trains, so it is
+    retrained on the current ones), or until the number of cells changes.
+
+    Args:
+        cell_size: database rows per cell on average.
+        probe: cells scanned per query (faiss ``nprobe``).
+        retrain_every: searches between quantizer retrainings (1: every search).
+        train_points_per_cell: k-means sample size per cell.
+        iterations: k-means iterations.
+        seed: seed of the k-means sample and initialisation.
+    """
+
+    def __init__(
+        self,
+        cell_size: int = 256,
+        probe: int = 8,
+        retrain_every: int = 1,
+        train_points_per_cell: int = 64,
+        iterations: int = 10,
+        seed: int = 0,
+    ) -> None:
+        self.cell_size, self.probe, self.retrain_every = cell_size, probe, retrain_every
+        self.train_points_per_cell, self.iterations, self.seed = (
+            train_points_per_cell,
+            iterations,
+            seed,
+        )
+        self.quantizer: Any = None
+        self.searches_since_training = 0
+        self.trainings = 0
+        self.last_exact_fallbacks = 0
+        self._gpu = FaissSearch()
+
+    def cells_for(self, rows: int) -> int:
+        """Number of cells for a database of ``rows`` rows."""
+        return max(1, math.ceil(rows / self.cell_size))
+
+    def _train(self, base: np.ndarray, cells: int) -> None:
+        assert faiss is not None
+        sample_size = min(len(base), self.train_points_per_cell * cells)
+        generator = np.random.default_rng([self.seed, self.trainings])
+        sample = base[np.sort(generator.choice(len(base), sample_size, replace=False))]
+        kmeans = faiss.Kmeans(
+            base.shape[1],
+            cells,
+            niter=self.iterations,
+            seed=self.seed + self.trainings,
+            spherical=True,
+            max_points_per_centroid=self.train_points_per_cell,
+            min_points_per_centroid=1,
+        )
+        kmeans.train(np.ascontiguousarray(sample))
+        quantizer = faiss.IndexFlatIP(base.shape[1])
+        quantizer.add(kmeans.centroids)
+        self.quantizer = quantizer
+        self.searches_since_training = 0
+        self.trainings += 1
+
+    def search(
+        self, database: torch.Tensor, queries: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (approximately) ``k`` largest inner products of each query with the database
+        rows, best first. The few queries whose probed cells hold fewer than ``k`` rows are
+        searched exactly instead."""
+        if faiss is None:
+            raise ValueError("approximate search (memory.search=ivf) needs faiss; install it")
+        base = np.ascontiguousarray(database.detach().float().cpu().numpy())
+        query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
+        cells = self.cells_for(len(base))
+        stale = self.searches_since_training >= self.retrain_every
+        if self.quantizer is None or self.quantizer.ntotal != cells or stale:
+            self._train(base, cells)
+        self.searches_since_training += 1
+        index: Any = faiss.IndexIVFFlat(
+            self.quantizer, base.shape[1], cells, faiss.METRIC_INNER_PRODUCT
+        )
+        index.nprobe = min(self.probe, cells)
+        if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
+            if max(k, index.nprobe) > MAX_GPU_K:
+                raise ValueError(f"faiss-gpu searches at most {MAX_GPU_K} neighbours and cells")
+            index = faiss.index_cpu_to_gpu(self._gpu._gpu(), database.device.index or 0, index)
+        index.add(base)
+        similarities, indices = index.search(query, k)
+        short = np.flatnonzero((indices < 0).any(axis=1))
+        if len(short):
+            exact: Any = faiss.IndexFlatIP(base.shape[1])
+            exact.add(base)
+            similarities[short], indices[short] = exact.search(query[short], k)
+        self.last_exact_fallbacks = len(short)
+        device = queries.device
+        return (
+            torch.from_numpy(similarities).to(device),
+            torch.from_numpy(indices).long().to(device),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trained cells and the retraining counters (for an exact resume)."""
+        centroids = None
+        if self.quantizer is not None:
+            centroids = torch.from_numpy(self.quantizer.reconstruct_n(0, self.quantizer.ntotal))
+        return {
+            "centroids": centroids,
+            "searches_since_training": self.searches_since_training,
+            "trainings": self.trainings,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.searches_since_training = state["searches_since_training"]
+        self.trainings = state["trainings"]
+        self.quantizer = None
+        if state["centroids"] is not None and faiss is not None:
+            centroids = np.ascontiguousarray(state["centroids"].numpy())
+            self.quantizer = faiss.IndexFlatIP(centroids.shape[1])
+            self.quantizer.add(centroids)

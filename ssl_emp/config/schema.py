@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+BankSearch = Literal["exact", "ivf", "auto"]
 WandbMode = Literal["offline", "online", "disabled"]
 DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic"]
 BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
@@ -245,6 +246,22 @@ class MemoryConfig:
     )
     normalize: Normalization = _option(
         "log", "log = divide by log(candidates) into [0, 1]; none = raw nats"
+    )
+    search: BankSearch = _option(
+        "exact",
+        "bank: neighbour search; exact (faiss flat index, cost N^2), ivf (approximate: faiss "
+        "inverted file, cost ~N x (cells + probe x cell size)), auto = exact below "
+        "memory.exact_below samples, else ivf",
+    )
+    exact_below: int = _option(
+        20000, "bank, search=auto: exact search below this many samples", ge=1
+    )
+    ivf_cell_size: int = _option(256, "bank, ivf: samples per k-means cell on average", ge=1)
+    ivf_probe: int = _option(
+        8, "bank, ivf: cells scanned per sample (faiss nprobe; all cells = exact)", ge=1, le=2048
+    )
+    ivf_retrain_every: int = _option(
+        1, "bank, ivf: epochs between retrainings of the k-means cells on the current bank", ge=1
     )
 
 

@@ -23,6 +23,7 @@ import torch
 from ssl_emp.collectives import all_gather_rows, rank_and_world_size
 from ssl_emp.data.batch import GlobalBatch, index_batches
 from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
+from ssl_emp.neighbours import IvfSearch
 from ssl_emp.pruning.memory import batch_memory, supervised_memory
 from ssl_emp.pruning.memory_bank import BankMemory
 
@@ -203,6 +204,14 @@ def build_estimator(
         center=memory.center,
         normalize=memory.normalize,
         device=device,
+        search_mode=memory.search,
+        exact_below=memory.exact_below,
+        ivf=IvfSearch(
+            cell_size=memory.ivf_cell_size,
+            probe=memory.ivf_probe,
+            retrain_every=memory.ivf_retrain_every,
+            seed=config.seed,
+        ),
     )
     return FeatureBank(
         bank,

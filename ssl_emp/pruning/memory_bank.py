@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_emp.errors import UserInputError
-from ssl_emp.neighbours import FaissSearch, search
+from ssl_emp.neighbours import FaissSearch, IvfSearch, search
 from ssl_emp.numerics import full_precision
 from ssl_emp.pruning.memory import center_and_normalize, scale_entropy, softmax_entropy
 
@@ -40,6 +40,10 @@ class BankMemory:
         normalize: ``log`` (into [0, 1]) or ``none`` (nats).
         device: where the bank lives.
         use_faiss: search with faiss when installed (else torch).
+        search_mode: ``exact``, ``ivf`` (approximate, see :class:`~ssl_emp.neighbours.IvfSearch`)
+            or ``auto`` (exact below ``exact_below`` written rows, else ivf).
+        exact_below: the ``auto`` threshold.
+        ivf: the approximate searcher (its cell size, probe count and retraining cadence).
     """
 
     def __init__(
@@ -52,10 +56,15 @@ class BankMemory:
         normalize: str = "log",
         device: torch.device | str = "cpu",
         use_faiss: bool = True,
+        search_mode: str = "exact",
+        exact_below: int = 20000,
+        ivf: IvfSearch | None = None,
     ) -> None:
         self.tau, self.k, self.center, self.normalize = tau, k, center, normalize
         self.use_faiss = use_faiss
         self.searcher = FaissSearch()  # created once: GPU resources are reused every epoch
+        self.search_mode, self.exact_below = search_mode, exact_below
+        self.ivf = ivf or IvfSearch()
         self.views = torch.zeros(num_samples, 2, dim, dtype=torch.float16, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
 
@@ -93,9 +102,7 @@ class BankMemory:
         if k < 1:
             return memory, {}
         positive, representatives = self.frame(rows)
-        similarities, neighbours = search(
-            representatives, representatives, k + 1, self.use_faiss, self.searcher
-        )
+        similarities, neighbours, method = self._neighbours(representatives, k + 1)
         # drop each row's own entry (normally first; with exact duplicates anywhere)
         is_self = neighbours == torch.arange(len(rows), device=neighbours.device)[:, None]
         keep = ~is_self
@@ -106,6 +113,9 @@ class BankMemory:
         entropy = softmax_entropy(logits / self.tau)
         memory[rows] = scale_entropy(entropy, k + 1, self.normalize)
         stats: dict[str, Any] = {"bank_neighbour_sim_mean": float(similarities.mean())}
+        if method == "ivf":  # exact passes keep the record they always had
+            stats["bank_ivf_cells"] = self.ivf.cells_for(len(rows))
+            stats["bank_ivf_exact_fallbacks"] = self.ivf.last_exact_fallbacks
         if labels is not None:
             own = labels.to(rows.device)[rows]
             neighbour_labels = own[neighbours.to(rows.device)]
@@ -114,11 +124,27 @@ class BankMemory:
             )
         return memory, stats
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Bank contents for a checkpoint."""
-        return {"views": self.views, "written": self.written}
+    def approximate(self, rows: int) -> bool:
+        """Whether a search over ``rows`` rows is approximate (ivf) under ``search_mode``."""
+        return self.search_mode == "ivf" or (
+            self.search_mode == "auto" and rows >= self.exact_below
+        )
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def _neighbours(
+        self, representatives: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The ``k`` most similar rows of every row (itself included), and the method used."""
+        if self.approximate(len(representatives)):
+            found = self.ivf.search(representatives, representatives, k)
+            return found[0], found[1], "ivf"
+        found = search(representatives, representatives, k, self.use_faiss, self.searcher)
+        return found[0], found[1], "exact"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Bank contents (and the approximate search's cells) for a checkpoint."""
+        return {"views": self.views, "written": self.written, "ivf": self.ivf.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         if "views" not in state:
             raise UserInputError(
@@ -127,3 +153,5 @@ class BankMemory:
             )
         self.views.copy_(state["views"])
         self.written.copy_(state["written"])
+        if "ivf" in state:
+            self.ivf.load_state_dict(state["ivf"])

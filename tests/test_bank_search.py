@@ -1,0 +1,129 @@
+"""Approximate bank search (faiss IVF): exact when every cell is probed, close otherwise,
+retrained on the cadence asked for, and resumable exactly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_emp.experiments.train import build_trainer
+from ssl_emp.neighbours import IvfSearch, search
+from ssl_emp.pruning.memory_bank import BankMemory
+from tests.conftest import metrics_records, tiny_config_with
+
+pytest.importorskip("faiss")
+
+
+def clustered(
+    rows: int, dim: int = 16, clusters: int = 40, seed: int = 0, spread: float = 0.3
+) -> torch.Tensor:
+    """Unit vectors around random centres: what learned features look like, unlike noise."""
+    generator = np.random.default_rng(seed)
+    centres = generator.normal(size=(clusters, dim))
+    points = centres[generator.integers(0, clusters, rows)] + spread * generator.normal(
+        size=(rows, dim)
+    )
+    return F.normalize(torch.tensor(points, dtype=torch.float32), dim=1)
+
+
+def _neighbour_sets(indices: torch.Tensor) -> list[set[int]]:
+    return [set(row.tolist()) for row in indices]
+
+
+def test_probing_every_cell_is_exact_search() -> None:
+    features = clustered(1500)
+    exact_similarities, _ = search(features, features, 20)
+    ivf = IvfSearch(cell_size=100, probe=10_000)
+    similarities, indices = ivf.search(features, features, 20)
+    assert torch.allclose(similarities, exact_similarities, atol=1e-5)
+    found = features[indices]  # the neighbours' similarities, recomputed by hand
+    assert torch.allclose((found * features[:, None]).sum(-1), similarities, atol=1e-5)
+
+
+def test_few_probes_find_most_neighbours_of_clustered_features() -> None:
+    features = clustered(3000, spread=0.6)
+    _, exact = search(features, features, 33)
+    ivf = IvfSearch(cell_size=100, probe=2)
+    _, approximate = ivf.search(features, features, 33)
+    recall = np.mean(
+        [
+            len(a & b) / 33
+            for a, b in zip(_neighbour_sets(exact), _neighbour_sets(approximate), strict=True)
+        ]
+    )
+    assert 0.95 < recall < 0.99  # approximate, and close (0.969 when written)
+    assert ivf.cells_for(3000) == 30
+
+
+def test_queries_with_too_few_candidates_are_searched_exactly() -> None:
+    features = clustered(400, clusters=8)
+    ivf = IvfSearch(cell_size=10, probe=1)  # ~10 rows per cell, 25 wanted
+    similarities, indices = ivf.search(features, features, 25)
+    assert ivf.last_exact_fallbacks > 0
+    assert (indices >= 0).all() and torch.isfinite(similarities).all()
+
+
+def test_cells_are_retrained_on_the_cadence_and_resume_exactly() -> None:
+    features = [clustered(800, seed=seed) for seed in range(4)]
+    continuous = IvfSearch(cell_size=50, probe=2, retrain_every=2)
+    results = [continuous.search(f, f, 10) for f in features]
+    assert continuous.trainings == 2  # searches 1 and 3 retrain
+    resumed = IvfSearch(cell_size=50, probe=2, retrain_every=2)
+    for f in features[:1]:
+        resumed.search(f, f, 10)
+    state = resumed.state_dict()
+    fresh = IvfSearch(cell_size=50, probe=2, retrain_every=2)
+    fresh.load_state_dict(state)
+    for f, (similarities, indices) in zip(features[1:], results[1:], strict=True):
+        again = fresh.search(f, f, 10)
+        assert torch.equal(again[0], similarities) and torch.equal(again[1], indices)
+
+
+def _bank(search_mode: str, **ivf: int) -> BankMemory:
+    bank = BankMemory(
+        1200, 16, tau=0.1, k=16, search_mode=search_mode, exact_below=1000, ivf=IvfSearch(**ivf)
+    )
+    generator = torch.Generator().manual_seed(0)
+    base = clustered(1200)
+    views = torch.stack([base, base + 0.05 * torch.randn(base.shape, generator=generator)])
+    bank.write(torch.arange(1200), views)
+    return bank
+
+
+def test_the_bank_memory_term_with_every_cell_probed_equals_exact() -> None:
+    exact, _ = _bank("exact").compute()
+    approximate, stats = _bank("ivf", cell_size=100, probe=10_000).compute()
+    assert torch.allclose(approximate, exact, atol=1e-5)
+    assert stats["bank_ivf_cells"] == 12
+
+
+def test_auto_search_switches_at_the_threshold() -> None:
+    assert _bank("auto").approximate(1200) and not _bank("auto").approximate(999)
+    assert not _bank("exact").approximate(10**9) and _bank("ivf").approximate(2)
+
+
+def test_a_run_with_approximate_bank_search_resumes_bit_identically(tmp_path: Path) -> None:
+    overrides = [
+        "data.synthetic_size=96",
+        "pruning.policy=emp",
+        "pruning.rate=0.5",
+        "memory.estimator=bank",
+        "memory.search=ivf",
+        "memory.ivf_cell_size=16",
+        "memory.ivf_probe=2",
+        "memory.ivf_retrain_every=2",
+        "train.epochs=4",
+    ]
+    whole = build_trainer(tiny_config_with(tmp_path / "a", *overrides))
+    whole.fit()
+    first = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
+    first.fit(until_epoch=3)  # stops between the retrainings of epochs 3 and 5
+    second = build_trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    second.fit()
+    timing = {"wall_time_s", "images_per_s", "bank_pass_s"}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
+    records = strip(metrics_records(whole.run.path))
+    assert records == strip(metrics_records(second.run.path))
+    assert records[-1]["bank_ivf_cells"] == 6
