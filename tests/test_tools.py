@@ -92,3 +92,23 @@ def test_gpu_study_reduced_mode_prints_the_paired_table(tmp_path) -> None:
     assert "## Paired differences vs random" in result.stdout
     assert "| eps_greedy | 0.7 | probe_top1 | 2 |" in result.stdout
     assert "| emp (batch) | 0.7 | probe_top1 | 2 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_bank_quick_prints_the_two_target_lines(tmp_path) -> None:
+    from ssl_emp.experiments.train import build_trainer
+    from tests.conftest import tiny_config_with
+
+    config = tiny_config_with(tmp_path, "train.epochs=1")
+    build_trainer(config).fit()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_bank.py"), config.run.dir, "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "bank pass at N=1000:" in result.stdout
+    correlation = float(result.stdout.split("rank correlation with exact search: ")[1].split()[0])
+    assert 0.9 < correlation <= 1.0

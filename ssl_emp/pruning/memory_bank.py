@@ -65,6 +65,7 @@ class BankMemory:
         self.searcher = FaissSearch()  # created once: GPU resources are reused every epoch
         self.search_mode, self.exact_below = search_mode, exact_below
         self.ivf = ivf or IvfSearch()
+        self.last_neighbours: torch.Tensor | None = None  # (rows, k) of the last pass
         self.views = torch.zeros(num_samples, 2, dim, dtype=torch.float16, device=device)
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
 
@@ -109,6 +110,7 @@ class BankMemory:
         keep[keep.sum(dim=1) > k, -1] = False  # rows where self was not among the k+1
         similarities = similarities[keep].view(len(rows), k).to(positive.device)
         neighbours = neighbours[keep].view(len(rows), k)
+        self.last_neighbours = neighbours
         logits = torch.cat([positive[:, None], similarities], 1)
         entropy = softmax_entropy(logits / self.tau)
         memory[rows] = scale_entropy(entropy, k + 1, self.normalize)
