@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ssl_emp.collectives import cleanup
 from ssl_emp.config import describe_options, load_config
@@ -152,6 +153,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output directory (default: the sweep directory, else ./compare)",
     )
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="write a store (raw or jpeg) that training streams from, for large datasets",
+        description="Write the train and test splits of the config's data source (any source; "
+        "subsets, label noise and junk are applied later, at training) into a store directory: "
+        "raw = fixed-size uint8 images in one memory-mapped array, jpeg = encoded bytes in one "
+        "file plus offsets. Image folders are read streaming and decoded in parallel. The store "
+        "appears only when complete. Train from it with data.source=store data.root=DIR.",
+        epilog=CONFIG_HELP + describe_options(),
+        formatter_class=formatter,
+    )
+    prepare.add_argument("-c", "--config", required=True, help="YAML config whose data to store")
+    prepare.add_argument("--out", required=True, metavar="DIR", help="the store directory")
+    prepare.add_argument("--format", choices=("raw", "jpeg"), default="raw", dest="store_format")
+    prepare.add_argument(
+        "--image-size", type=int, default=None, help="side length to store (default: the source's)"
+    )
+    prepare.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    prepare.add_argument("--threads", type=int, default=4, help="parallel decoders for folders")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    prepare.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
     export = commands.add_parser(
         "export",
@@ -313,6 +336,33 @@ def dispatch(args: argparse.Namespace) -> int:
         out = args.out or (args.paths[0] if single_sweep else "compare")
         out_dir = compare(args.paths, out, baseline=args.baseline)
         print(f"wrote {out_dir}/report.md, results.csv and plots")
+    elif args.command == "prepare":
+        import time
+
+        from ssl_emp.data.prepare import prepare_store
+
+        config = load_config(args.config, args.overrides)
+        if args.image_size is not None and args.image_size < 8:
+            raise UserInputError(f"--image-size must be at least 8, got {args.image_size}")
+        started = time.perf_counter()
+        manifest = prepare_store(
+            config.data,
+            seed=config.seed,
+            out=args.out,
+            fmt=args.store_format,
+            image_size=args.image_size,
+            quality=args.quality,
+            threads=max(1, args.threads),
+            overwrite=args.overwrite,
+        )
+        size = sum(path.stat().st_size for path in Path(args.out).iterdir())
+        print(
+            f"wrote a {manifest.format} store of {config.data.source} to {args.out}: "
+            f"{manifest.counts['train']} train + {manifest.counts['test']} test images, "
+            f"{manifest.channels}x{manifest.image_size}x{manifest.image_size}, "
+            f"{size / 2**20:.1f} MiB, {time.perf_counter() - started:.1f} s; train from it with "
+            f"data.source=store data.root={args.out}"
+        )
     elif args.command == "export":
         from ssl_emp.experiments.export import export_run
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 BankSearch = Literal["exact", "ivf", "auto"]
 WandbMode = Literal["offline", "online", "disabled"]
-DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic"]
+DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic", "store"]
 BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
 MethodName = Literal["simclr", "moco", "supervised"]
 AugmentPreset = Literal["simclr", "mocov2", "supervised"]
@@ -42,7 +42,8 @@ class DataConfig:
     root: str | None = _option(
         None,
         "dataset directory (fashion_mnist: /usr/share/datasets/fashion-mnist; image_folder: a "
-        "folder with train/ and test/ (or val/) class sub-folders)",
+        "folder with train/ and test/ (or val/) class sub-folders; store: a directory written "
+        "by ssl-emp prepare)",
     )
     subset: int | None = _option(
         None, "train on a seeded, class-balanced subset of this many samples", ge=1
@@ -63,6 +64,12 @@ class DataConfig:
         "one image; seeded), to study what the pruner does with bad data",
         ge=0.0,
         lt=1.0,
+    )
+    workers: int = _option(
+        2,
+        "store: worker processes reading each epoch's kept images ahead (0 = in the training "
+        "process)",
+        ge=0,
     )
     synthetic_size: int = _option(512, "number of synthetic training samples", ge=2)
     synthetic_classes: int = _option(4, "number of synthetic classes", ge=2)

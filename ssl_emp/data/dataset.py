@@ -6,11 +6,13 @@ operation on the data's device, so there is no per-sample Python and no PIL in t
 
 from __future__ import annotations
 
-from typing import Any
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
+
+from ssl_emp.data.store import StoredImages
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,9 @@ class ImageData:
     """A labelled image dataset held as tensors.
 
     Attributes:
-        images: uint8 tensor of shape (N, C, H, W).
+        images: uint8 tensor of shape (N, C, H, W), or a prepared store's
+            :class:`~ssl_emp.data.store.StoredImages`, indexed the same way but read from disk
+            batch by batch.
         labels: int64 tensor of shape (N,).
         num_classes: number of label classes.
         mean: per-channel mean of the source data in [0, 1], for normalisation.
@@ -26,7 +30,7 @@ class ImageData:
         name: short name of the source, for logs.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | StoredImages
     labels: torch.Tensor
     num_classes: int
     mean: tuple[float, ...]
@@ -93,7 +97,14 @@ class ImageData:
     def select(self, indices: np.ndarray | torch.Tensor) -> ImageData:
         """The samples at ``indices`` (a subset), as a new dataset."""
         index = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        if isinstance(self.images, StoredImages):  # a view: nothing is read
+            return replace(self, images=self.images.select(index), labels=self.labels[index])
         return replace(self, images=self.images[index], labels=self.labels[index])
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are read from a store batch by batch (not held in memory)."""
+        return isinstance(self.images, StoredImages)
 
 
 def balanced_subset_indices(labels: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData, balanced_subset_indices
+from ssl_emp.data.store import open_store
 from ssl_emp.errors import UserInputError
 
 FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -144,7 +145,7 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _decode_image(path: Path) -> torch.Tensor:
+def decode_image(path: Path) -> torch.Tensor:
     """One image file as a uint8 (C, H, W) tensor: 1 channel for grayscale, 3 for colour."""
     try:
         with Image.open(path) as opened:
@@ -171,7 +172,7 @@ def _read_folder_split(
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for path in files:
-            image = _decode_image(path)
+            image = decode_image(path)
             channels.setdefault(image.shape[0], path)
             if len(channels) > 1:
                 gray, rgb = channels.get(1), channels.get(3)
@@ -196,16 +197,8 @@ def _read_folder_split(
     return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
 
 
-def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageData, ImageData]:
-    """An image folder with ``train/CLASS/*.png`` and ``test/CLASS/*`` (or ``val/``), in memory.
-
-    Images are resized (shorter side) and centre-cropped to ``image_size`` once, at load time.
-    """
-    if root is None:
-        raise UserInputError(
-            "data.source=image_folder needs data.root=FOLDER (with train/ and test/)"
-        )
-    base = Path(root)
+def folder_layout(base: Path) -> tuple[Path, Path, list[str]]:
+    """The train and test (or val) folders of an image folder and its class names."""
     train_dir = base / "train"
     test_dir = next((base / n for n in ("test", "val") if (base / n).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
@@ -217,6 +210,36 @@ def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageDa
         raise UserInputError(
             f"image folder {train_dir} has no class sub-folders; add CLASS/ folders"
         )
+    return train_dir, test_dir, classes
+
+
+def load_store(root: str | None, image_size: int | None) -> tuple[ImageData, ImageData]:
+    """Train and test data streamed from a store written by ``ssl-emp prepare``."""
+    manifest, splits = open_store(root)
+    if image_size is not None and image_size != manifest.image_size:
+        raise UserInputError(
+            f"store {root} holds {manifest.image_size}px images but augment.image_size="
+            f"{image_size}; prepare the store with --image-size {image_size} or drop the override"
+        )
+    mean, std = tuple(manifest.mean), tuple(manifest.std)
+    classes = len(manifest.classes)
+    (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
+    return (
+        ImageData(train_images, train_labels, classes, mean, std, f"store:{manifest.source}"),
+        ImageData(test_images, test_labels, classes, mean, std, f"store:{manifest.source}"),
+    )
+
+
+def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageData, ImageData]:
+    """An image folder with ``train/CLASS/*.png`` and ``test/CLASS/*`` (or ``val/``), in memory.
+
+    Images are resized (shorter side) and centre-cropped to ``image_size`` once, at load time.
+    """
+    if root is None:
+        raise UserInputError(
+            "data.source=image_folder needs data.root=FOLDER (with train/ and test/)"
+        )
+    train_dir, test_dir, classes = folder_layout(Path(root))
     train_images, train_labels = _read_folder_split(train_dir, classes, image_size)
     test_images, test_labels = _read_folder_split(test_dir, classes, train_images.shape[-1])
     mean, std = _channel_stats(train_images)
@@ -267,6 +290,8 @@ def build_datasets(
         train, test = load_cifar(config.source, config.root, config.download)
     elif config.source == "image_folder":
         train, test = load_image_folder(config.root, image_size)
+    elif config.source == "store":
+        train, test = load_store(config.root, image_size)
     else:
         train = make_synthetic(config.synthetic_size, config.synthetic_classes, seed=seed)
         test = make_synthetic(

@@ -20,6 +20,8 @@ import torch
 
 from ssl_emp.collectives import all_gather_objects, barrier
 from ssl_emp.data.batch import GlobalBatch, index_batches
+from ssl_emp.data.store import StoredImages
+from ssl_emp.data.streaming import read_ahead
 from ssl_emp.engine.builder import TrainingParts
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
@@ -100,7 +102,9 @@ class Trainer:
         if self.context.is_main:
             print(message, flush=True)
 
-    def train_step(self, batch: GlobalBatch, progress: float) -> torch.Tensor | None:
+    def train_step(
+        self, batch: GlobalBatch, progress: float, images: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """One optimizer step on ``batch``; returns the gathered (detached) losses of the whole
         global batch in ``batch.gathered`` order, or None when the step was skipped for a
         non-finite loss.
@@ -109,13 +113,18 @@ class Trainer:
             batch: the global batch; this process trains ``batch.local``.
             progress: training progress in epochs (sets the learning rate and, for MoCo, the
                 key encoder's momentum).
+            images: the images of ``batch.local`` when they were read ahead (a store);
+                otherwise they are gathered from the data here.
         """
         set_learning_rate(self.optimizer, learning_rate_at(progress, self.config.train))
         self.model.before_step(progress, self.config.train.epochs)
         local = batch.local
+        if images is None:
+            images = self.data.images[local]
+        images = images.to(self.device, non_blocking=True)  # no-op for in-memory data
         buffers = self._snapshot_buffers()
         with autocast_context(self.device, self.config.train.amp):
-            output = self.forward_model(self.data.images[local], self.data.labels[local])
+            output = self.forward_model(images, self.data.labels[local])
         memory = self.estimator.batch_memory(batch, output)
         try:
             loss = self.pruner.step(batch, output.loss, memory, epoch=self.state.epoch)
@@ -187,10 +196,23 @@ class Trainer:
             enabled=config.train.progress and context.is_main,
             interval_s=config.train.progress_interval_s,
         )
-        for batch_indices in batches[state.epoch_batches_done :]:
-            batch = GlobalBatch.shard(batch_indices, context.rank, context.world_size)
+        shards = [
+            GlobalBatch.shard(batch_indices, context.rank, context.world_size)
+            for batch_indices in batches[state.epoch_batches_done :]
+        ]
+        read = None
+        if isinstance(self.data.images, StoredImages):  # only this rank's kept rows
+            read = read_ahead(
+                self.data.images,
+                [shard.local for shard in shards],
+                workers=config.data.workers,
+                pin_memory=self.device.type == "cuda",
+            )
+        for batch in shards:
             per_sample_loss = self.train_step(
-                batch, progress=epoch + state.epoch_seen / len(indices)
+                batch,
+                progress=epoch + state.epoch_seen / len(indices),
+                images=next(read) if read is not None else None,
             )
             state.epoch_batches_done += 1
             if per_sample_loss is not None:

@@ -160,7 +160,8 @@ class FeatureBank(MemoryEstimator):
             torch.manual_seed(int(stream))
             for indices in index_batches(torch.arange(len(data), device=device), batch_size):
                 batch = GlobalBatch.shard(indices, rank, world_size)
-                features = method.embed(data.images[batch.local], layer=self.layer)
+                images = data.images[batch.local].to(device, non_blocking=True)
+                features = method.embed(images, layer=self.layer)
                 self.bank.write(batch.gathered, _gather_views(batch, features))
         method.train(was_training)
 

@@ -1,0 +1,205 @@
+"""Prepared stores: written atomically, read back exactly, streamed by the trainer."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from ssl_emp.cli import main
+from ssl_emp.config import load_config
+from ssl_emp.data import build_datasets
+from ssl_emp.data.prepare import SplitWriter, prepare_store
+from ssl_emp.data.store import StoredImages, read_manifest
+from ssl_emp.errors import UserInputError
+from ssl_emp.experiments.train import build_trainer
+from tests.conftest import TINY_OVERRIDES, metrics_records
+
+TIMING = {"wall_time_s", "images_per_s"}
+
+
+def _config(tmp_path: Path, *overrides: str):
+    return load_config(None, [*TINY_OVERRIDES, f"run.dir={tmp_path / 'run'}", *overrides])
+
+
+def _store(tmp_path: Path, fmt: str = "raw", *overrides: str) -> Path:
+    config = _config(tmp_path, "data.synthetic_size=96", *overrides)
+    out = tmp_path / f"store_{fmt}"
+    prepare_store(
+        config.data, seed=config.seed, out=str(out), fmt=fmt, quality=95, log=lambda _: None
+    )
+    return out
+
+
+def _strip(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def test_a_raw_store_holds_the_source_exactly(tmp_path: Path) -> None:
+    out = _store(tmp_path)
+    config = _config(tmp_path, "data.synthetic_size=96")
+    train, test = build_datasets(config.data, seed=config.seed)
+    stored_train, stored_test = build_datasets(
+        load_config(None, ["data.source=store", f"data.root={out}"]).data, seed=0
+    )
+    assert isinstance(stored_train.images, StoredImages)
+    assert torch.equal(stored_train.images[torch.arange(len(train))], train.images)
+    assert torch.equal(stored_test.images[0 : len(test)], test.images)
+    assert torch.equal(stored_train.labels, train.labels)
+    assert (stored_train.mean, stored_train.std) == (train.mean, train.std)
+    manifest = read_manifest(out)
+    assert (manifest.format, manifest.counts) == ("raw", {"train": 96, "test": 24})
+
+
+@pytest.mark.parametrize("policy", ["full", "emp"])
+def test_training_from_a_raw_store_is_bit_identical_to_memory(tmp_path: Path, policy: str) -> None:
+    out = _store(tmp_path)
+    overrides = [
+        "data.synthetic_size=96",
+        f"pruning.policy={policy}",
+        "pruning.rate=0.5",
+        "train.epochs=3",
+    ]
+    memory = build_trainer(_config(tmp_path / "m", *overrides))
+    memory.fit()
+    stored = build_trainer(
+        _config(
+            tmp_path / "s", *overrides, "data.source=store", f"data.root={out}", "data.workers=2"
+        )
+    )
+    assert stored.data.streamed
+    stored.fit()
+    assert _strip(metrics_records(memory.run.path)) == _strip(metrics_records(stored.run.path))
+    first, second = np.load(memory.run.scores_path), np.load(stored.run.scores_path)
+    for name in first.files:
+        assert np.array_equal(first[name], second[name], equal_nan=True), name
+
+
+def test_a_jpeg_store_decodes_close_to_the_source_and_trains(tmp_path: Path) -> None:
+    out = _store(tmp_path, "jpeg")
+    config = _config(tmp_path, "data.synthetic_size=96")
+    train, _ = build_datasets(config.data, seed=config.seed)
+    stored, _ = build_datasets(
+        load_config(None, ["data.source=store", f"data.root={out}"]).data, seed=0
+    )
+    decoded = stored.images[torch.arange(96)]
+    expected = torch.stack([decode_jpeg(encode_jpeg(image, quality=95)) for image in train.images])
+    assert torch.equal(decoded, expected)  # the store holds each image's JPEG, decoded as is
+    trainer = build_trainer(_config(tmp_path / "j", "data.source=store", f"data.root={out}"))
+    trainer.fit()
+    assert len(metrics_records(trainer.run.path)) == 2
+
+
+def test_only_the_kept_rows_are_read(tmp_path: Path) -> None:
+    out = _store(tmp_path)
+    trainer = build_trainer(
+        _config(
+            tmp_path,
+            "data.source=store",
+            f"data.root={out}",
+            "data.workers=0",
+            "pruning.policy=random",
+            "pruning.rate=0.5",
+            "pruning.warmup_epochs=0",
+            "train.epochs=1",
+        )
+    )
+    images = trainer.data.images
+    assert isinstance(images, StoredImages)
+    trainer.fit()
+    row_bytes = 3 * 16 * 16
+    assert images.bytes_read == 48 * row_bytes  # half of the 96 rows, each read once
+
+
+def test_an_interrupted_prepare_leaves_no_store(tmp_path: Path, monkeypatch) -> None:
+    def fail(self, images, labels):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SplitWriter, "add", fail)
+    config = _config(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(config.data, seed=0, out=str(tmp_path / "s"), log=lambda _: None)
+    assert not (tmp_path / "s").exists()
+    partial = tmp_path / ".s.partial"
+    with pytest.raises(UserInputError, match="not a finished store"):
+        read_manifest(partial)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "no store at"),
+        ("manifest", "not a finished store"),
+        ("version", "has format version 99"),
+        ("size", "holds 16px images but augment.image_size=32"),
+        ("labels", "labels unreadable"),
+    ],
+)
+def test_bad_stores_are_one_line_errors(tmp_path: Path, damage: str, message: str, capsys) -> None:
+    out = _store(tmp_path)
+    overrides = []
+    if damage == "missing":
+        out = tmp_path / "nothing"
+    elif damage == "manifest":
+        (out / "manifest.json").unlink()
+    elif damage == "version":
+        text = (out / "manifest.json").read_text().replace('"version": 1', '"version": 99')
+        (out / "manifest.json").write_text(text)
+    elif damage == "size":
+        overrides = ["augment.image_size=32"]
+    else:
+        (out / "train_labels.npy").write_bytes(b"not numpy")
+    args = [*TINY_OVERRIDES, "data.source=store", f"data.root={out}", f"run.dir={tmp_path / 'r'}"]
+    code = main(
+        [
+            "pretrain",
+            "-c",
+            str(Path(__file__).parent.parent / "configs" / "simclr_fashion_mnist.yaml"),
+            *args,
+            *overrides,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_corrupt_jpeg_names_its_sample(tmp_path: Path) -> None:
+    out = _store(tmp_path, "jpeg")
+    offsets = np.load(out / "train_offsets.npy")
+    data = bytearray((out / "train_jpeg.bin").read_bytes())
+    data[offsets[7] : offsets[7] + 20] = b"\0" * 20  # break sample 7's header
+    (out / "train_jpeg.bin").write_bytes(bytes(data))
+    stored, _ = build_datasets(
+        load_config(None, ["data.source=store", f"data.root={out}"]).data, seed=0
+    )
+    assert stored.images[torch.tensor([5, 6])].shape[0] == 2
+    with pytest.raises(UserInputError, match="train sample 7 is not a readable JPEG"):
+        stored.images[torch.tensor([6, 7, 8])]
+
+
+def test_an_image_folder_is_stored_like_the_in_memory_loader(tmp_path: Path) -> None:
+    generator = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "folder" / split / label
+            folder.mkdir(parents=True)
+            for index in range(5):
+                size = (20 + index, 18)  # different sizes: resized and centre-cropped
+                pixels = generator.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    config = load_config(
+        None,
+        ["data.source=image_folder", f"data.root={tmp_path / 'folder'}", "augment.image_size=16"],
+    )
+    train, test = build_datasets(config.data, seed=0, image_size=16)
+    prepare_store(
+        config.data, seed=0, out=str(tmp_path / "s"), image_size=16, threads=2, log=lambda _: None
+    )
+    stored, stored_test = build_datasets(
+        load_config(None, ["data.source=store", f"data.root={tmp_path / 's'}"]).data, seed=0
+    )
+    assert torch.equal(stored.images[torch.arange(10)], train.images)
+    assert torch.equal(stored_test.images[torch.arange(10)], test.images)
+    assert read_manifest(tmp_path / "s").classes == ["cat", "dog"]
