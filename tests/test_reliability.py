@@ -114,8 +114,8 @@ def test_in_process_crash_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     crashing = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
     original_step = crashing.train_step
 
-    def step_then_crash(batch: torch.Tensor, progress: float):
-        result = original_step(batch, progress)
+    def step_then_crash(batch: torch.Tensor, progress: float, images=None):
+        result = original_step(batch, progress, images)
         if crashing.state.step == 9:  # inside the third epoch, after a mid-epoch checkpoint
             raise _SimulatedCrashError
         return result

@@ -14,6 +14,7 @@ from ssl_emp.data import build_datasets
 from ssl_emp.data.prepare import SplitWriter, prepare_store
 from ssl_emp.data.store import StoredImages, read_manifest
 from ssl_emp.errors import UserInputError
+from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import TINY_OVERRIDES, metrics_records
 
@@ -21,7 +22,9 @@ TIMING = {"wall_time_s", "images_per_s"}
 
 
 def _config(tmp_path: Path, *overrides: str):
-    return load_config(None, [*TINY_OVERRIDES, f"run.dir={tmp_path / 'run'}", *overrides])
+    """Tiny config; stores read in the training process unless a test asks for workers."""
+    base = [*TINY_OVERRIDES, "data.workers=0", f"run.dir={tmp_path / 'run'}"]
+    return load_config(None, [*base, *overrides])
 
 
 def _store(tmp_path: Path, fmt: str = "raw", *overrides: str) -> Path:
@@ -75,6 +78,10 @@ def test_training_from_a_raw_store_is_bit_identical_to_memory(tmp_path: Path, po
     first, second = np.load(memory.run.scores_path), np.load(stored.run.scores_path)
     for name in first.files:
         assert np.array_equal(first[name], second[name], equal_nan=True), name
+    if policy == "full":  # evaluation streams the store too, with the same result
+        for evaluator in (LinearProbe(), WeightedKnn()):
+            results = [evaluate_run(evaluator, str(t.run.path)).top1 for t in (memory, stored)]
+            assert results[0] == results[1]
 
 
 def test_a_jpeg_store_decodes_close_to_the_source_and_trains(tmp_path: Path) -> None:
@@ -203,3 +210,39 @@ def test_an_image_folder_is_stored_like_the_in_memory_loader(tmp_path: Path) -> 
     assert torch.equal(stored.images[torch.arange(10)], train.images)
     assert torch.equal(stored_test.images[torch.arange(10)], test.images)
     assert read_manifest(tmp_path / "s").classes == ["cat", "dog"]
+
+
+class _CrashError(Exception):
+    pass
+
+
+def test_a_store_run_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
+    out = _store(tmp_path)
+    overrides = [
+        "data.synthetic_size=96",
+        "data.source=store",
+        f"data.root={out}",
+        "data.workers=2",
+        "pruning.policy=emp",
+        "pruning.rate=0.5",
+        "train.epochs=3",
+        "train.checkpoint_every=2",
+    ]
+    straight = build_trainer(_config(tmp_path / "a", *overrides))
+    straight.fit()
+    crashing = build_trainer(_config(tmp_path / "b", *overrides))
+    original_step = crashing.train_step
+
+    def step_then_crash(batch, progress, images=None):
+        result = original_step(batch, progress, images)
+        if crashing.state.step == 9:  # inside the third epoch, after a mid-epoch checkpoint
+            raise _CrashError
+        return result
+
+    crashing.train_step = step_then_crash
+    with pytest.raises(_CrashError):
+        crashing.fit()
+    resumed = build_trainer(_config(tmp_path / "b", *overrides, "run.resume=true"))
+    assert resumed.state.epoch_batches_done > 0
+    resumed.fit()
+    assert _strip(metrics_records(straight.run.path)) == _strip(metrics_records(resumed.run.path))

@@ -21,7 +21,7 @@ import torch
 from ssl_emp.collectives import all_gather_objects, barrier
 from ssl_emp.data.batch import GlobalBatch, index_batches
 from ssl_emp.data.store import StoredImages
-from ssl_emp.data.streaming import read_ahead
+from ssl_emp.data.streaming import StoreReader
 from ssl_emp.engine.builder import TrainingParts
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
@@ -91,6 +91,7 @@ class Trainer:
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._started = time.perf_counter()
         self.stop = StopRequest()
+        self.store_reader: StoreReader | None = None  # workers reading a store, per run
 
     @property
     def finished(self) -> bool:
@@ -202,12 +203,13 @@ class Trainer:
         ]
         read = None
         if isinstance(self.data.images, StoredImages):  # only this rank's kept rows
-            read = read_ahead(
-                self.data.images,
-                [shard.local for shard in shards],
-                workers=config.data.workers,
-                pin_memory=self.device.type == "cuda",
-            )
+            if self.store_reader is None:
+                self.store_reader = StoreReader(
+                    self.data.images,
+                    workers=config.data.workers,
+                    pin_memory=self.device.type == "cuda",
+                )
+            read = self.store_reader.read([shard.local for shard in shards])
         for batch in shards:
             per_sample_loss = self.train_step(
                 batch,
@@ -292,3 +294,4 @@ class Trainer:
         finally:
             self.stop.uninstall()
             self.run.release()
+            self.store_reader = None  # stops its worker processes
