@@ -112,3 +112,19 @@ def test_bench_bank_quick_prints_the_two_target_lines(tmp_path) -> None:
     assert "bank pass at N=1000:" in result.stdout
     correlation = float(result.stdout.split("rank correlation with exact search: ")[1].split()[0])
     assert 0.9 < correlation <= 1.0
+
+
+@pytest.mark.slow
+def test_bench_data_quick_prints_the_two_ratios_and_the_bytes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_data.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "raw store vs in-memory: " in result.stdout
+    assert "jpeg store vs PIL ImageFolder loader: " in result.stdout
+    assert "bytes read per epoch at rate 0.7: " in result.stdout
+    assert "(0.30 of the store)" in result.stdout  # reads scale with the kept fraction
