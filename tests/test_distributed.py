@@ -198,3 +198,21 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: P
     assert names[-1] == "epoch_0000_step_00000004.pt"  # 6 steps per epoch: inside epoch 1
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / names[-1], weights_only=False)
     assert checkpoint["state"]["step"] == 4 and len(checkpoint["rng"]) == 2
+
+
+def test_two_ranks_from_a_raw_store_train_like_two_ranks_from_memory(tmp_path: Path) -> None:
+    from ssl_emp.data.prepare import prepare_store
+
+    store = tmp_path / "store"
+    data = load_config(None, TINY_OVERRIDES).data
+    prepare_store(data, seed=0, out=str(store), log=lambda _: None)
+    overrides = [*DDP_OVERRIDES, "train.epochs=2", "pruning.warmup_epochs=0"]
+    memory = _spawn(tmp_path / "memory", overrides)
+    streamed = _spawn(
+        tmp_path / "store_run",
+        [*overrides, "data.source=store", f"data.root={store}", "data.workers=1"],
+    )
+    for from_memory, from_store in zip(memory, streamed, strict=True):
+        assert torch.equal(from_memory["local"], from_store["local"])  # the same shards
+        for name, values in from_memory["table"].items():
+            assert torch.equal(values.nan_to_num(-7), from_store["table"][name].nan_to_num(-7))
