@@ -246,3 +246,15 @@ def test_a_store_run_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
     assert resumed.state.epoch_batches_done > 0
     resumed.fit()
     assert _strip(metrics_records(straight.run.path)) == _strip(metrics_records(resumed.run.path))
+
+
+def test_a_folder_that_mixes_grayscale_and_rgb_is_refused(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        folder = tmp_path / "folder" / split / "a"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(folder / "0.png")
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "1.png")
+    config = load_config(None, ["data.source=image_folder", f"data.root={tmp_path / 'folder'}"])
+    with pytest.raises(UserInputError, match="mixes RGB and grayscale images"):
+        prepare_store(config.data, seed=0, out=str(tmp_path / "s"), log=lambda _: None)
+    assert not (tmp_path / "s").exists()

@@ -100,23 +100,24 @@ def _batches(data: ImageData, size: int, chunk: int = CHUNK) -> Iterator[tuple]:
 
 
 def _folder_batches(
-    files: list[tuple[Path, int]], size: int, threads: int
+    files: list[tuple[Path, int]], size: int, channels: int, threads: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Decode, resize and crop the files a chunk at a time, ``threads`` in parallel."""
 
     def load(item: tuple[Path, int]) -> torch.Tensor:
-        return fit_size(decode_image(item[0]), size)
+        image = decode_image(item[0])
+        if image.shape[0] != channels:
+            modes = {1: "grayscale", 3: "RGB"}
+            raise UserInputError(
+                f"image folder mixes {modes[channels]} and {modes[image.shape[0]]} images "
+                f"({item[0]}); convert them all to one mode"
+            )
+        return fit_size(image, size)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(files), CHUNK):
             chunk = files[start : start + CHUNK]
             images = list(pool.map(load, chunk))
-            channels = {image.shape[0] for image in images}
-            if len(channels) > 1:
-                raise UserInputError(
-                    f"image folder mixes grayscale and RGB images (near {chunk[0][0]}); "
-                    "convert them all to one mode"
-                )
             yield torch.stack(images), torch.as_tensor([label for _, label in chunk])
 
 
@@ -186,7 +187,9 @@ def prepare_store(
         first = decode_image(files["train"][0][0])
         size = image_size or min(first.shape[-2:])
         channels = first.shape[0]
-        sources = {split: _folder_batches(files[split], size, threads) for split in SPLITS}
+        sources = {
+            split: _folder_batches(files[split], size, channels, threads) for split in SPLITS
+        }
         counts = {split: len(files[split]) for split in SPLITS}
     else:
         train, test = build_datasets(whole, seed=seed)
