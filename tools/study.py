@@ -113,6 +113,13 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated settings to run")
     parser.add_argument("--skip", default="", help="comma-separated settings to leave out")
     parser.add_argument("--batch-size", type=int, default=None, help="(default: the config's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per run (default: torch's choice); two study processes with "
+        "--only and one thread each share a 2-core machine better than one with two",
+    )
     parser.add_argument("--no-eval", action="store_true", help="train only (for smoke tests)")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -126,6 +133,8 @@ def main() -> None:
         common = [f"data.subset={args.subset}", f"train.epochs={epochs}", "train.progress=false"]
         if args.batch_size:
             common.append(f"train.batch_size={args.batch_size}")
+        if args.threads:
+            common.append(f"train.threads={args.threads}")
         started = time.perf_counter()
         out = Path(args.dir) / name
         print(f"=== {name}: {len(setting['runs'])} runs -> {out}", flush=True)
