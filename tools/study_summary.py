@@ -1,0 +1,92 @@
+"""One verdict table for the whole study: in each setting, does EMP beat random and the best
+baseline, with a 95 % paired interval that excludes zero?
+
+For every setting directory of ``tools/study.py`` it collects the runs (with the settings
+they are compared with), takes the setting's metric (linear probe for SSL, test top-1 for
+supervised runs) and pairs every EMP variant with ``random`` and with the best other policy
+that spent the same budget (the hard-rate policies random, ucb and eps_greedy with the
+highest mean; InfoBatch spends another budget and is left out), at the same seed. Prints a
+markdown table (and writes it to ``DIR/summary.md``).
+
+    python tools/study_summary.py                 # runs/study
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from statistics import mean
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study import settings  # noqa: E402
+
+from ssl_emp.experiments.compare import collect  # noqa: E402
+from ssl_emp.experiments.paired import PairedResult, paired_results  # noqa: E402
+from ssl_emp.experiments.sweep import find_run_dirs  # noqa: E402
+
+BASELINES = ("random", "ucb", "eps_greedy")
+
+
+def interval(result: PairedResult) -> str:
+    """``+0.13 [-0.09, +0.34] tie`` in points."""
+    if result.ci_low is None or result.ci_high is None:
+        return f"{100 * result.mean:+.2f} (n={len(result.differences)})"
+    return (
+        f"{100 * result.mean:+.2f} [{100 * result.ci_low:+.2f}, {100 * result.ci_high:+.2f}] "
+        f"{result.verdict}"
+    )
+
+
+def summarise(root: Path) -> list[str]:
+    """Markdown lines of the verdict table for every finished setting under ``root``."""
+    lines = [
+        "| setting | metric | EMP variant | n | vs random | best baseline | vs best baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, setting in settings([0], [0]).items():
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        paths = [str(folder), *(str(root / other) for other in setting.get("compare_with", []))]
+        rows = collect(find_run_dirs([p for p in paths if Path(p).is_dir()]))
+        metric = "test_top1" if any(r["method"] == "supervised" for r in rows) else "probe_top1"
+        rows = [r for r in rows if r[metric] is not None]
+        present = [p for p in BASELINES if any(r["variant"] == p for r in rows)]
+        seeds = (
+            set.intersection(*({r["seed"] for r in rows if r["variant"] == p} for p in present))
+            if present
+            else set()
+        )
+        means = {  # over the seeds every baseline has, so the choice is paired too
+            policy: mean(r[metric] for r in rows if r["variant"] == policy and r["seed"] in seeds)
+            for policy in present
+        }
+        if "random" not in means:
+            continue
+        best = max(means, key=lambda policy: means[policy])
+        against_random = {r.variant: r for r in paired_results(rows, "random", [metric])}
+        against_best = {r.variant: r for r in paired_results(rows, best, [metric])}
+        for variant, result in against_random.items():
+            if not variant.startswith("emp"):
+                continue
+            versus_best = "(is random)" if best == "random" else interval(against_best[variant])
+            lines.append(
+                f"| {name} | {metric} | {variant} | {len(result.differences)} | "
+                f"{interval(result)} | {best} ({100 * means[best]:.2f}) | {versus_best} |"
+            )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", default="runs/study")
+    args = parser.parse_args()
+    lines = summarise(Path(args.dir))
+    text = "\n".join(lines) + "\n"
+    (Path(args.dir) / "summary.md").write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
