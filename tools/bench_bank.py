@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_emp.config import Config
+from ssl_emp.config import Config, config_from_dict
 from ssl_emp.data import ImageData, build_datasets, index_batches
 from ssl_emp.engine.checkpoint import load_latest_checkpoint
 from ssl_emp.engine.run_dir import RunDirectory
@@ -119,8 +119,6 @@ def images_per_second(config: Config, train: ImageData, steps: int) -> float:
     import tempfile
 
     with tempfile.TemporaryDirectory() as workdir:
-        from ssl_emp.config import config_from_dict
-
         probe_config = config_from_dict(
             config.to_dict(),
             [f"run.dir={workdir}/r", "run.overwrite=true", "pruning.policy=full", "train.epochs=1"],
@@ -138,6 +136,25 @@ def images_per_second(config: Config, train: ImageData, steps: int) -> float:
         return batch * steps / (time.perf_counter() - started)
 
 
+def plot_curve(curve: list[tuple[int, float, float]], path: Path) -> None:
+    """The bank pass as a share of a full epoch against N, exact and IVF (log x axis)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.6))
+    axis = figure.subplots()
+    sizes = [size for size, _, _ in curve]
+    exact = [(size, value) for size, value, _ in curve if np.isfinite(value)]
+    axis.plot(*zip(*exact, strict=True), "o-", label="exact (faiss flat)")
+    axis.plot(sizes, [value for _, _, value in curve], "s-", label="IVF, 8 of N/256 cells")
+    axis.axhline(2.0, color="gray", linestyle=":", label="target at 60k: 2 %")
+    axis.set_xscale("log")
+    axis.set_xlabel("samples in the bank (N)")
+    axis.set_ylabel("bank pass, % of a full epoch")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a finished SSL run (its backbone gives the features)")
@@ -148,12 +165,21 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="training steps for images/s")
     parser.add_argument("--cache", default=None, help=".npz to keep the embedded features in")
+    parser.add_argument("--plot", default=None, help="PNG of the pass cost against N")
     parser.add_argument("--quick", action="store_true", help="N = 500, 1000; 3 steps")
+    parser.add_argument(
+        "--whole-split",
+        action="store_true",
+        help="embed every training image (e.g. all 60,000 of Fashion-MNIST) with the run's "
+        "backbone, not only the subset it trained on",
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.steps, args.cell_size = "500,1000", 3, 32
     run = RunDirectory(args.run)
     config = run.load_config()
+    if args.whole_split:  # every training image, not just the run's subset
+        config = config_from_dict(config.to_dict(), ["data.subset=null"])
     train, _ = build_datasets(config.data, seed=config.seed, image_size=config.augment.image_size)
     cache = Path(args.cache) if args.cache else None
     if cache and cache.is_file():
@@ -176,6 +202,7 @@ def main() -> None:
         f"{'speed-up':>9} {'cells':>6}"
     )
     results = {}
+    curve: list[tuple[int, float, float]] = []
     for size in sizes:
         rows = replicate(views, size)
         epoch_s = size / speed
@@ -195,10 +222,13 @@ def main() -> None:
             f"{exact_s / ivf_s:>8.2f}x {cells:>6}",
             flush=True,
         )
+        curve.append((size, 100 * exact_s / epoch_s, 100 * ivf_s / epoch_s))
         print(
             f"bank pass at N={size}: {100 * ivf_s / epoch_s:.2f} % of a full epoch "
             f"(approximate; exact {100 * exact_s / epoch_s:.2f} %)"
         )
+    if args.plot:
+        plot_curve(curve, Path(args.plot))
     if results:
         real = max(results)
         exact_memory, exact_neighbours, ivf_memory, ivf_neighbours = results[real]

@@ -255,7 +255,7 @@ class MemoryConfig:
         "log", "log = divide by log(candidates) into [0, 1]; none = raw nats"
     )
     search: BankSearch = _option(
-        "exact",
+        "auto",
         "bank: neighbour search; exact (faiss flat index, cost N^2), ivf (approximate: faiss "
         "inverted file, cost ~N x (cells + probe x cell size)), auto = exact below "
         "memory.exact_below samples, else ivf",
