@@ -78,11 +78,26 @@ def summarise(root: Path) -> list[str]:
     return lines
 
 
+def setting_tables(root: Path) -> list[str]:
+    """Each finished setting's per-variant table, copied from its ``report.md``."""
+    lines: list[str] = []
+    for name in settings([0], [0]):
+        report = root / name / "report.md"
+        if not report.is_file():
+            continue
+        table = [line for line in report.read_text().split("## ")[0].splitlines() if "|" in line]
+        lines += ["", f"**{name}**", "", *table]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="runs/study")
+    parser.add_argument("--tables", action="store_true", help="also each setting's own table")
     args = parser.parse_args()
     lines = summarise(Path(args.dir))
+    if args.tables:
+        lines += setting_tables(Path(args.dir))
     text = "\n".join(lines) + "\n"
     (Path(args.dir) / "summary.md").write_text(text)
     print(text, end="")
