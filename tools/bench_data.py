@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 import torchvision
-from lightly.transforms import SimCLRTransform
 from PIL import Image
-from reference_loop import ReferenceLoop
+from reference_loop import ReferenceLoop, fashion_mnist_transform
 
 from ssl_emp.config import load_config
 from ssl_emp.data import build_datasets
@@ -99,16 +98,7 @@ def main() -> None:
     rates["jpeg"].append(epoch_rate(jpeg, workdir / "j0"))
     train, _ = build_datasets(config.data, seed=0)
     write_jpeg_folder(train.images, train.labels, workdir / "folder")
-    transform = SimCLRTransform(
-        input_size=28,
-        min_scale=0.2,
-        cj_strength=0.5,
-        cj_sat=0.0,
-        cj_hue=0.0,
-        random_gray_scale=0.0,
-        gaussian_blur=0.0,
-        normalize={"mean": list(train.mean), "std": list(train.std)},
-    )
+    transform = fashion_mnist_transform(mean=list(train.mean), std=list(train.std))
     folder = torchvision.datasets.ImageFolder(
         str(workdir / "folder"), transform=transform, loader=lambda p: Image.open(p).convert("L")
     )

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from lightly.transforms import SimCLRTransform
-from reference_loop import ReferenceLoop
+from reference_loop import ReferenceLoop, fashion_mnist_transform
 
 from ssl_emp.config import load_config
 from ssl_emp.data import GlobalBatch, build_datasets, index_batches
@@ -43,16 +42,7 @@ def torchvision_fashion_mnist(workdir: Path, source: Path) -> torchvision.datase
     for packed in source.glob("*-ubyte.gz"):
         with gzip.open(packed, "rb") as src, open(raw / packed.stem, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    transform = SimCLRTransform(
-        input_size=28,
-        min_scale=0.2,
-        cj_strength=0.5,
-        cj_sat=0.0,
-        cj_hue=0.0,
-        random_gray_scale=0.0,
-        gaussian_blur=0.0,
-        normalize={"mean": [0.2860], "std": [0.3530]},
-    )
+    transform = fashion_mnist_transform(mean=[0.2860], std=[0.3530])
     return torchvision.datasets.FashionMNIST(str(workdir), train=True, transform=transform)
 
 

@@ -8,9 +8,25 @@ from __future__ import annotations
 
 import torch
 from lightly.loss import NTXentLoss
+from lightly.transforms import SimCLRTransform
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+
+def fashion_mnist_transform(mean: list[float], std: list[float]) -> SimCLRTransform:
+    """lightly's PIL SimCLR views configured like our Fashion-MNIST augmentation (28 px
+    grayscale: no saturation, hue, grayscale step or blur)."""
+    return SimCLRTransform(
+        input_size=28,
+        min_scale=0.2,
+        cj_strength=0.5,
+        cj_sat=0.0,
+        cj_hue=0.0,
+        random_gray_scale=0.0,
+        gaussian_blur=0.0,
+        normalize={"mean": mean, "std": std},
+    )
 
 
 class PilImages(Dataset):
