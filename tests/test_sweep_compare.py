@@ -39,11 +39,19 @@ def _fabricate_run(
     probe: float,
     knn: float,
     visits: int,
+    overrides: tuple[str, ...] = (),
 ) -> None:
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     config = load_config(
-        None, [f"pruning.policy={policy}", f"pruning.rate={rate}", f"seed={seed}", f"run.dir={run}"]
+        None,
+        [
+            f"pruning.policy={policy}",
+            f"pruning.rate={rate}",
+            f"seed={seed}",
+            f"run.dir={run}",
+            *overrides,
+        ],
     )
     (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
     records = [
@@ -213,6 +221,37 @@ def test_paired_comparison_against_the_baseline(tmp_path: Path, capsys) -> None:
     assert (sweep_dir / "paired_differences.png").stat().st_size > 1000
     assert main(["compare", str(sweep_dir), "--baseline", "ucb"]) == 2
     assert "--baseline ucb: no run of that policy" in capsys.readouterr().err
+
+
+def test_emp_runs_on_two_memory_layers_are_two_variants(tmp_path: Path) -> None:
+    """A layer sweep (backbone vs projection) must not pool both layers into one EMP row."""
+    headline, projection = tmp_path / "headline", tmp_path / "projection"
+    for seed in range(2):
+        _fabricate_run(headline, f"random_r0.7_s{seed}", "random", 0.7, seed, 0.80, 0.7, 80)
+        _fabricate_run(headline, f"emp_r0.7_s{seed}", "emp", 0.7, seed, 0.81, 0.7, 80)
+        _fabricate_run(
+            projection,
+            f"emp_r0.7_s{seed}",
+            "emp",
+            0.7,
+            seed,
+            0.79,
+            0.7,
+            80,
+            overrides=("memory.layer=projection",),
+        )
+    out = compare([str(headline), str(projection)], str(tmp_path / "out"), baseline="random")
+    with open(out / "paired.csv") as handle:
+        paired = {(r["variant"], r["metric"]): r for r in csv.DictReader(handle)}
+    assert float(paired[("emp (batch, backbone)", "probe_top1")]["mean_difference"]) == (
+        pytest.approx(0.01)
+    )
+    assert float(paired[("emp (batch, projection)", "probe_top1")]["mean_difference"]) == (
+        pytest.approx(-0.01)
+    )
+    # one layer only: the label stays short
+    single = compare([str(headline)], str(tmp_path / "single"))
+    assert "| emp (batch) | 0.7 | 2 |" in (single / "report.md").read_text()
 
 
 def test_paired_interval_with_more_seeds_shrinks_like_the_t_quantile() -> None:

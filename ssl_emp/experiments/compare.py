@@ -80,13 +80,28 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def variant_name(policy: str, score: str, beta: float, estimator: str, sweep_betas: bool) -> str:
-    """Legend label of a run's pruning variant: the policy, plus beta/estimator for EMP."""
+def variant_name(
+    *,
+    policy: str,
+    score: str,
+    beta: float,
+    estimator: str,
+    layer: str,
+    sweep_betas: bool,
+    sweep_layers: bool,
+) -> str:
+    """Legend label of a run's pruning variant: the policy, plus estimator/beta/layer for EMP.
+
+    Beta and the memory layer are named only when the compared EMP runs differ in them, so the
+    common case stays short ("emp (batch)") while a sweep over either cannot pool two variants.
+    """
     if score != "emp":
         return policy
     label = f"{policy} ({estimator}"
     if sweep_betas:
         label += f", beta {beta:g}"
+    if sweep_layers:
+        label += f", {layer}"
     return label + ")"
 
 
@@ -95,11 +110,13 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     configs = {
         path: config_from_dict(read_yaml(RunDirectory(path).config_path)) for path in run_dirs
     }
-    emp_betas = {
-        c.pruning.beta
+    emp_configs = [
+        c
         for c in configs.values()
         if (c.pruning.score or POLICIES[c.pruning.policy].default_score) == "emp"
-    }
+    ]
+    sweep_betas = len({c.pruning.beta for c in emp_configs}) > 1
+    sweep_layers = len({c.memory.layer for c in emp_configs}) > 1
     rows = []
     for path, config in configs.items():
         pruning = config.pruning
@@ -119,7 +136,13 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "method": config.method.name,
                 "policy": pruning.policy,
                 "variant": variant_name(
-                    pruning.policy, score, pruning.beta, config.memory.estimator, len(emp_betas) > 1
+                    policy=pruning.policy,
+                    score=score,
+                    beta=pruning.beta,
+                    estimator=config.memory.estimator,
+                    layer=config.memory.layer,
+                    sweep_betas=sweep_betas,
+                    sweep_layers=sweep_layers,
                 ),
                 "rate": 0.0 if POLICIES[pruning.policy].always_full else pruning.rate,
                 "seed": config.seed,
