@@ -6,7 +6,9 @@ on which is used (up to ties between equal similarities). Their cost is N x Q x 
 
 :class:`IvfSearch` is approximate: faiss's inverted-file index splits the database into cells
 by k-means and each query scans only its nearest cells, so searching every row of a database
-of N rows costs about N x (cells + probe x cell_size) x D instead of N^2 x D.
+of N rows costs about N x (cells + probe x cell_size) x D instead of N^2 x D; with many cells
+the cells are trained and chosen in two levels, which brings ``cells`` down to about
+2 sqrt(cells).
 """
 
 from __future__ import annotations
@@ -108,20 +110,31 @@ def search(
 class IvfSearch:
     """Approximate inner-product search with a faiss inverted-file index (``IndexIVFFlat``).
 
-    A spherical k-means (the coarse quantizer) splits the database into
-    ``ceil(N / cell_size)`` cells; a query scans the ``probe`` cells whose centroids are most
-    similar to it. Probing every cell gives the exact answer. The quantizer is trained on a
-    seeded sample of at most ``train_points_per_cell`` rows per cell and reused for
-    ``retrain_every`` searches (the bank's features drift as the encoder trains, so it is
-    retrained on the current ones), or until the number of cells changes.
+    A spherical k-means splits the database into ``ceil(N / cell_size)`` cells; a query scans
+    the ``probe`` cells whose centroids are most similar to it. Probing every cell gives the
+    exact answer. The cells are trained on a seeded sample of at most
+    ``train_points_per_cell`` rows per cell and reused for ``retrain_every`` searches (the
+    bank's features drift as the encoder trains, so they are retrained on the current ones),
+    or until the number of cells changes.
+
+    From ``two_level_from`` cells on, both the k-means and the choice of cells would cost
+    O(cells) per row, so O(N) per row in all. There the cells are found in two levels: about
+    sqrt(cells) groups first, then each group's rows are split into cells (in proportion to
+    the group's size), so training costs O(sqrt(cells)) per sample row; and the queries pick
+    their cells through an inverted file over the centroids (``group_probe`` of the
+    sqrt(cells) groups scanned), so choosing costs O(sqrt(cells)) too instead of O(cells).
+    The quantizer is a function of the centroids alone (its groups are a seeded k-means of
+    them), so a checkpoint of the centroids restores it exactly.
 
     Args:
         cell_size: database rows per cell on average.
         probe: cells scanned per query (faiss ``nprobe``).
-        retrain_every: searches between quantizer retrainings (1: every search).
+        retrain_every: searches between retrainings of the cells (1: every search).
         train_points_per_cell: k-means sample size per cell.
         iterations: k-means iterations.
-        seed: seed of the k-means sample and initialisation.
+        seed: seed of the k-means samples and initialisations.
+        two_level_from: number of cells from which training and cell choice use two levels.
+        group_probe: groups of centroids scanned per query to choose its cells (two levels).
     """
 
     def __init__(
@@ -132,6 +145,8 @@ class IvfSearch:
         train_points_per_cell: int = 64,
         iterations: int = 10,
         seed: int = 0,
+        two_level_from: int = 1024,
+        group_probe: int = 8,
     ) -> None:
         self.cell_size, self.probe, self.retrain_every = cell_size, probe, retrain_every
         self.train_points_per_cell, self.iterations, self.seed = (
@@ -139,6 +154,8 @@ class IvfSearch:
             iterations,
             seed,
         )
+        self.two_level_from, self.group_probe = two_level_from, group_probe
+        self.centroids: np.ndarray | None = None  # (cells, D) float32
         self.quantizer: Any = None
         self.searches_since_training = 0
         self.trainings = 0
@@ -149,24 +166,79 @@ class IvfSearch:
         """Number of cells for a database of ``rows`` rows."""
         return max(1, math.ceil(rows / self.cell_size))
 
-    def _train(self, base: np.ndarray, cells: int) -> None:
+    def two_level(self, cells: int) -> bool:
+        """Whether ``cells`` cells are trained and chosen in two levels."""
+        return cells >= self.two_level_from
+
+    def _kmeans(self, points: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+        """Seeded spherical k-means centroids, (clusters, D) float32."""
         assert faiss is not None
-        sample_size = min(len(base), self.train_points_per_cell * cells)
-        generator = np.random.default_rng([self.seed, self.trainings])
-        sample = base[np.sort(generator.choice(len(base), sample_size, replace=False))]
         kmeans = faiss.Kmeans(
-            base.shape[1],
-            cells,
+            points.shape[1],
+            clusters,
             niter=self.iterations,
-            seed=self.seed + self.trainings,
+            seed=seed,
             spherical=True,
             max_points_per_centroid=self.train_points_per_cell,
             min_points_per_centroid=1,
         )
-        kmeans.train(np.ascontiguousarray(sample))
-        quantizer = faiss.IndexFlatIP(base.shape[1])
-        quantizer.add(kmeans.centroids)
-        self.quantizer = quantizer
+        kmeans.train(np.ascontiguousarray(points))
+        return np.asarray(kmeans.centroids, dtype=np.float32)
+
+    def _two_level_kmeans(self, sample: np.ndarray, cells: int, seed: int) -> np.ndarray:
+        """``cells`` centroids: k-means into about sqrt(cells) groups, then each group's rows
+        into cells in proportion to its size (at least one cell per non-empty group)."""
+        assert faiss is not None
+        groups = max(1, round(math.sqrt(cells)))
+        group_centroids = self._kmeans(sample, groups, seed)
+        index: Any = faiss.IndexFlatIP(sample.shape[1])
+        index.add(group_centroids)
+        assignment = index.search(sample, 1)[1][:, 0]
+        sizes = np.bincount(assignment, minlength=groups)
+        present = np.flatnonzero(sizes)
+        # one cell per non-empty group, the rest in proportion to the group sizes (largest
+        # remainders), so the counts sum to exactly ``cells``
+        shares = sizes[present] * (cells - len(present)) / len(sample)
+        counts = 1 + np.floor(shares).astype(int)
+        left = cells - int(counts.sum())
+        counts[np.argsort(-(shares - np.floor(shares)), kind="stable")[:left]] += 1
+        parts = []
+        for offset, (group, count) in enumerate(zip(present, counts, strict=True)):
+            rows = sample[assignment == group]
+            count = min(int(count), len(rows))
+            parts.append(rows if count == len(rows) else self._kmeans(rows, count, seed + offset))
+        centroids = np.concatenate(parts).astype(np.float32)
+        if len(centroids) < cells:  # groups smaller than their share: their rows are cells
+            centroids = np.concatenate([centroids, centroids[: cells - len(centroids)]])
+        return np.ascontiguousarray(centroids[:cells])
+
+    def _build_quantizer(self, centroids: np.ndarray) -> Any:
+        """The index that picks each query's cells: flat over the centroids, or (two levels)
+        an inverted file over them whose groups are a seeded k-means of the centroids."""
+        assert faiss is not None
+        dim = centroids.shape[1]
+        flat: Any = faiss.IndexFlatIP(dim)
+        if not self.two_level(len(centroids)):
+            flat.add(centroids)
+            return flat
+        groups = max(1, round(math.sqrt(len(centroids))))
+        flat.add(self._kmeans(centroids, groups, self.seed + 7919))
+        quantizer: Any = faiss.IndexIVFFlat(flat, dim, groups, faiss.METRIC_INNER_PRODUCT)
+        quantizer.add(centroids)
+        quantizer.nprobe = min(self.group_probe, groups)
+        return quantizer
+
+    def _train(self, base: np.ndarray, cells: int) -> None:
+        sample_size = min(len(base), self.train_points_per_cell * cells)
+        generator = np.random.default_rng([self.seed, self.trainings])
+        sample = base[np.sort(generator.choice(len(base), sample_size, replace=False))]
+        seed = self.seed + self.trainings
+        if self.two_level(cells):
+            centroids = self._two_level_kmeans(sample, cells, seed)
+        else:
+            centroids = self._kmeans(sample, cells, seed)
+        self.centroids = centroids
+        self.quantizer = self._build_quantizer(centroids)
         self.searches_since_training = 0
         self.trainings += 1
 
@@ -182,7 +254,7 @@ class IvfSearch:
         query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
         cells = self.cells_for(len(base))
         stale = self.searches_since_training >= self.retrain_every
-        if self.quantizer is None or self.quantizer.ntotal != cells or stale:
+        if self.centroids is None or len(self.centroids) != cells or stale:
             self._train(base, cells)
         self.searches_since_training += 1
         index: Any = faiss.IndexIVFFlat(
@@ -209,9 +281,7 @@ class IvfSearch:
 
     def state_dict(self) -> dict[str, Any]:
         """The trained cells and the retraining counters (for an exact resume)."""
-        centroids = None
-        if self.quantizer is not None:
-            centroids = torch.from_numpy(self.quantizer.reconstruct_n(0, self.quantizer.ntotal))
+        centroids = None if self.centroids is None else torch.from_numpy(self.centroids.copy())
         return {
             "centroids": centroids,
             "searches_since_training": self.searches_since_training,
@@ -222,8 +292,7 @@ class IvfSearch:
         """Restore :meth:`state_dict`."""
         self.searches_since_training = state["searches_since_training"]
         self.trainings = state["trainings"]
-        self.quantizer = None
+        self.centroids, self.quantizer = None, None
         if state["centroids"] is not None and faiss is not None:
-            centroids = np.ascontiguousarray(state["centroids"].numpy())
-            self.quantizer = faiss.IndexFlatIP(centroids.shape[1])
-            self.quantizer.add(centroids)
+            self.centroids = np.ascontiguousarray(state["centroids"].numpy(), dtype=np.float32)
+            self.quantizer = self._build_quantizer(self.centroids)

@@ -32,20 +32,25 @@ def _neighbour_sets(indices: torch.Tensor) -> list[set[int]]:
     return [set(row.tolist()) for row in indices]
 
 
-def test_probing_every_cell_is_exact_search() -> None:
+ONE_LEVEL, TWO_LEVELS = 10**9, 1  # two_level_from: never / always
+
+
+@pytest.mark.parametrize("two_level_from", [ONE_LEVEL, TWO_LEVELS])
+def test_probing_every_cell_is_exact_search(two_level_from: int) -> None:
     features = clustered(1500)
     exact_similarities, _ = search(features, features, 20)
-    ivf = IvfSearch(cell_size=100, probe=10_000)
+    ivf = IvfSearch(cell_size=100, probe=10_000, two_level_from=two_level_from, group_probe=10_000)
     similarities, indices = ivf.search(features, features, 20)
     assert torch.allclose(similarities, exact_similarities, atol=1e-5)
     found = features[indices]  # the neighbours' similarities, recomputed by hand
     assert torch.allclose((found * features[:, None]).sum(-1), similarities, atol=1e-5)
 
 
-def test_few_probes_find_most_neighbours_of_clustered_features() -> None:
+@pytest.mark.parametrize("two_level_from", [ONE_LEVEL, TWO_LEVELS])
+def test_few_probes_find_most_neighbours_of_clustered_features(two_level_from: int) -> None:
     features = clustered(3000, spread=0.6)
     _, exact = search(features, features, 33)
-    ivf = IvfSearch(cell_size=100, probe=2)
+    ivf = IvfSearch(cell_size=100, probe=2, two_level_from=two_level_from)
     _, approximate = ivf.search(features, features, 33)
     recall = np.mean(
         [
@@ -65,20 +70,45 @@ def test_queries_with_too_few_candidates_are_searched_exactly() -> None:
     assert (indices >= 0).all() and torch.isfinite(similarities).all()
 
 
-def test_cells_are_retrained_on_the_cadence_and_resume_exactly() -> None:
+@pytest.mark.parametrize("two_level_from", [ONE_LEVEL, TWO_LEVELS])
+def test_cells_are_retrained_on_the_cadence_and_resume_exactly(two_level_from: int) -> None:
     features = [clustered(800, seed=seed) for seed in range(4)]
-    continuous = IvfSearch(cell_size=50, probe=2, retrain_every=2)
+    settings = dict(cell_size=50, probe=2, retrain_every=2, two_level_from=two_level_from)
+    continuous = IvfSearch(**settings)
     results = [continuous.search(f, f, 10) for f in features]
     assert continuous.trainings == 2  # searches 1 and 3 retrain
-    resumed = IvfSearch(cell_size=50, probe=2, retrain_every=2)
+    resumed = IvfSearch(**settings)
     for f in features[:1]:
         resumed.search(f, f, 10)
     state = resumed.state_dict()
-    fresh = IvfSearch(cell_size=50, probe=2, retrain_every=2)
+    fresh = IvfSearch(**settings)
     fresh.load_state_dict(state)
     for f, (similarities, indices) in zip(features[1:], results[1:], strict=True):
         again = fresh.search(f, f, 10)
         assert torch.equal(again[0], similarities) and torch.equal(again[1], indices)
+
+
+@pytest.mark.parametrize("cells", [2, 37, 120, 400])
+def test_two_level_training_gives_exactly_the_cells_asked_for(cells: int) -> None:
+    """The per-group cell counts are rounded to sum to ``cells``, every group gets one, and a
+    group smaller than its share still fills its cells."""
+    sample = clustered(1000, clusters=7, spread=0.2).numpy()
+    ivf = IvfSearch(train_points_per_cell=4)
+    centroids = ivf._two_level_kmeans(sample, cells, seed=0)
+    assert centroids.shape == (cells, 16) and np.isfinite(centroids).all()
+    assert len(np.unique(centroids, axis=0)) == cells  # no cell made up by padding
+
+
+def test_the_two_level_quantizer_is_rebuilt_from_the_centroids_alone() -> None:
+    """A checkpoint keeps only the centroids: the groups over them must come out the same."""
+    features = clustered(2000)
+    ivf = IvfSearch(cell_size=20, probe=3, two_level_from=1, group_probe=2)
+    ivf.search(features, features, 5)
+    assert ivf.centroids is not None and len(ivf.centroids) == 100
+    query = features[:50].numpy()
+    restored = IvfSearch(cell_size=20, probe=3, two_level_from=1, group_probe=2)
+    restored.load_state_dict(ivf.state_dict())
+    assert np.array_equal(ivf.quantizer.search(query, 3)[1], restored.quantizer.search(query, 3)[1])
 
 
 def _bank(search_mode: str, **ivf: int) -> BankMemory:
@@ -127,3 +157,4 @@ def test_a_run_with_approximate_bank_search_resumes_bit_identically(tmp_path: Pa
     records = strip(metrics_records(whole.run.path))
     assert records == strip(metrics_records(second.run.path))
     assert records[-1]["bank_ivf_cells"] == 6
+
