@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.train import build_trainer
 from ssl_emp.neighbours import IvfSearch, search
-from ssl_emp.pruning.memory_bank import BankMemory
+from ssl_emp.pruning.memory_bank import BankMemory, choose_bank_layout
 from tests.conftest import metrics_records, tiny_config_with
 
 pytest.importorskip("faiss")
@@ -158,3 +159,105 @@ def test_a_run_with_approximate_bank_search_resumes_bit_identically(tmp_path: Pa
     assert records == strip(metrics_records(second.run.path))
     assert records[-1]["bank_ivf_cells"] == 6
 
+
+def _two_views(rows: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    base = clustered(rows, seed=seed) + 0.5  # off-centre, so centring matters
+    return torch.stack([base, base + 0.1 * torch.randn(base.shape, generator=generator)])
+
+
+def test_a_compact_bank_written_in_one_batch_equals_the_views_layout() -> None:
+    """One write: the batch's mean view is the bank's mean view, so both frames coincide and
+    the memory terms agree up to the float16 storage of either layout."""
+    views = _two_views(600)
+    terms = {}
+    for layout in ("views", "compact"):
+        bank = BankMemory(600, 16, tau=0.1, k=16, layout=layout)
+        bank.write(torch.arange(600), views)
+        terms[layout] = bank.compute()[0]
+    assert torch.allclose(terms["compact"], terms["views"], atol=2e-3)
+    assert not torch.allclose(terms["compact"], terms["views"], atol=1e-7)  # two computations
+
+
+def test_a_compact_write_is_centred_by_its_batch_and_small_writes_by_the_previous_mean() -> None:
+    views = _two_views(100)
+    bank = BankMemory(100, 16, tau=0.1, k=8, layout="compact")
+    bank.write(torch.arange(40), views[:, :40])
+    bank.write(torch.arange(40, 44), views[:, 40:44])  # fewer than SMALL_WRITE samples
+    bank.write(torch.arange(44, 100), views[:, 44:])
+
+    def by_hand(batch: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first, second = F.normalize(batch[0] - mean, dim=1), F.normalize(batch[1] - mean, dim=1)
+        return (first * second).sum(1), F.normalize(first + second, dim=1)
+
+    first_mean = views[:, :40].reshape(-1, 16).mean(0)
+    expected = [
+        by_hand(views[:, :40], first_mean),
+        by_hand(views[:, 40:44], first_mean),
+        by_hand(views[:, 44:], views[:, 44:].reshape(-1, 16).mean(0)),
+    ]
+    positive, representative = bank.frame(torch.arange(100))
+    assert torch.allclose(positive, torch.cat([p for p, _ in expected]), atol=1e-6)
+    assert torch.allclose(representative, torch.cat([r for _, r in expected]), atol=2e-3)
+
+
+def test_the_compact_bank_takes_half_the_memory_and_refuses_the_other_layout() -> None:
+    views_bank = BankMemory(1000, 128, tau=0.1, k=8, layout="views")
+    compact = BankMemory(1000, 128, tau=0.1, k=8, layout="compact")
+    assert views_bank.nbytes() == 1000 * (2 * 128 * 2 + 1)
+    assert compact.nbytes() == 1000 * (128 * 2 + 4 + 1)  # 1.28 M rows: 334 MB
+    compact.write(torch.arange(1000), _two_views(1000, seed=1).repeat(1, 1, 8))
+    restored = BankMemory(1000, 128, tau=0.1, k=8, layout="compact")
+    restored.load_state_dict(compact.state_dict())
+    small = _two_views(4, seed=2).repeat(1, 1, 8)  # centred by the restored previous mean
+    for bank in (compact, restored):
+        bank.write(torch.arange(4), small)
+    assert torch.equal(restored.compute()[0], compact.compute()[0])
+    with pytest.raises(UserInputError, match="compact layout.*memory.bank_layout=compact"):
+        views_bank.load_state_dict(compact.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("choice", "samples", "expected"),
+    [
+        ("auto", 96, "views"),
+        ("auto", 97, "compact"),
+        ("views", 10**6, "views"),
+        ("compact", 5, "compact"),
+    ],
+)
+def test_the_auto_layout_switches_at_exact_below(
+    tmp_path: Path, choice: str, samples: int, expected: str
+) -> None:
+    config = tiny_config_with(
+        tmp_path,
+        "memory.estimator=bank",
+        "pruning.policy=emp",
+        f"memory.bank_layout={choice}",
+        "memory.exact_below=97",
+    )
+    assert choose_bank_layout(config.memory.bank_layout, samples, config.memory.exact_below) == (
+        expected
+    )
+
+
+def test_a_run_with_the_compact_bank_resumes_bit_identically(tmp_path: Path) -> None:
+    overrides = [
+        "data.synthetic_size=96",
+        "pruning.policy=emp",
+        "pruning.rate=0.5",
+        "memory.estimator=bank",
+        "memory.bank_layout=compact",
+        "memory.refresh_every=2",
+        "train.epochs=4",
+    ]
+    whole = build_trainer(tiny_config_with(tmp_path / "a", *overrides))
+    whole.fit()
+    assert whole.estimator.bank.layout == "compact"  # type: ignore[attr-defined]
+    first = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
+    first.fit(until_epoch=3)
+    second = build_trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    second.fit()
+    timing = {"wall_time_s", "images_per_s", "bank_pass_s"}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
+    assert strip(metrics_records(whole.run.path)) == strip(metrics_records(second.run.path))

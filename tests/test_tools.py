@@ -112,6 +112,10 @@ def test_bench_bank_quick_prints_the_two_target_lines(tmp_path) -> None:
     assert "bank pass at N=1000:" in result.stdout
     correlation = float(result.stdout.split("rank correlation with exact search: ")[1].split()[0])
     assert 0.9 < correlation <= 1.0
+    layouts = result.stdout.split("compact vs views layout (exact search, N=1000): ")[1]
+    assert 0.5 < float(layouts.split("rank correlation ")[1].split(",")[0]) <= 1.0
+    sampled = float(result.stdout.split("recall@32 at N=2000 (2000 sampled rows")[1].split()[-1])
+    assert 0.5 < sampled <= 1.0
 
 
 @pytest.mark.slow

@@ -34,8 +34,10 @@ from ssl_emp.engine.checkpoint import load_latest_checkpoint
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.experiments.train import build_trainer
 from ssl_emp.methods import build_method
-from ssl_emp.neighbours import IvfSearch
-from ssl_emp.pruning.memory_bank import BankMemory
+from ssl_emp.neighbours import IvfSearch, search
+from ssl_emp.pruning.memory_bank import BankMemory, choose_bank_layout
+
+EXACT_BELOW = 20000  # memory.exact_below's default: where auto switches search and layout
 
 
 def embed_two_views(config: Config, train: ImageData, batch_size: int = 512) -> np.ndarray:
@@ -67,8 +69,14 @@ def replicate(views: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([views, extra.astype(np.float16)])
 
 
-def bank_pass(views: np.ndarray, mode: str, probe: int, cell_size: int, k: int) -> tuple:
-    """(memory, neighbours, seconds) of one bank pass over ``views`` (N, 2, D)."""
+def bank_pass(
+    views: np.ndarray, mode: str, probe: int, cell_size: int, k: int, layout: str
+) -> tuple[np.ndarray, np.ndarray, float, BankMemory]:
+    """(memory, neighbours, seconds, bank) of one bank pass over ``views`` (N, 2, D).
+
+    The rows are written in shuffled batches of 256, as training writes them (the compact
+    layout centres each batch by its own mean view); only the pass is timed.
+    """
     bank = BankMemory(
         len(views),
         views.shape[-1],
@@ -76,13 +84,30 @@ def bank_pass(views: np.ndarray, mode: str, probe: int, cell_size: int, k: int) 
         k=k,
         search_mode=mode,
         ivf=IvfSearch(cell_size=cell_size, probe=probe),
+        layout=choose_bank_layout(layout, len(views), EXACT_BELOW),
     )
-    bank.write(torch.arange(len(views)), torch.from_numpy(views).transpose(0, 1))
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(views)))
+    for indices in index_batches(order, 256):
+        bank.write(indices, torch.from_numpy(views[indices.numpy()]).transpose(0, 1))
     started = time.perf_counter()
     memory, _ = bank.compute()
     elapsed = time.perf_counter() - started
     assert bank.last_neighbours is not None
-    return memory.numpy(), bank.last_neighbours.cpu().numpy(), elapsed
+    return memory.numpy(), bank.last_neighbours.cpu().numpy(), elapsed, bank
+
+
+def sampled_recall(bank: BankMemory, neighbours: np.ndarray, k: int, queries: int = 2000) -> float:
+    """Recall@k of a pass's neighbours against exact search, for ``queries`` sampled rows
+    (exact search of every row is what a large N cannot afford)."""
+    rows = torch.arange(len(neighbours))
+    _, representatives = bank.frame(rows)
+    chosen = np.sort(np.random.default_rng(1).choice(len(rows), queries, replace=False))
+    _, exact = search(representatives, representatives[chosen], k + 1)
+    exact_without_self = [
+        [n for n in row if n != query][:k]
+        for query, row in zip(chosen.tolist(), exact.tolist(), strict=True)
+    ]
+    return recall_at_k(np.array(exact_without_self), neighbours[chosen])
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -166,7 +191,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps for images/s")
     parser.add_argument("--cache", default=None, help=".npz to keep the embedded features in")
     parser.add_argument("--plot", default=None, help="PNG of the pass cost against N")
-    parser.add_argument("--quick", action="store_true", help="N = 500, 1000; 3 steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="N = 500, 1000 (exact too), 2000; 3 steps"
+    )
+    parser.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "views", "compact"],
+        help="bank layout (auto: views below 20,000 rows, compact from there, as in training)",
+    )
     parser.add_argument(
         "--whole-split",
         action="store_true",
@@ -175,7 +208,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.steps, args.cell_size = "500,1000", 3, 32
+        args.sizes, args.steps, args.cell_size, args.exact_max = "500,1000,2000", 3, 32, 1000
     run = RunDirectory(args.run)
     config = run.load_config()
     if args.whole_split:  # every training image, not just the run's subset
@@ -199,27 +232,32 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     print(
         f"{'N':>9} {'epoch s':>9} {'exact s':>9} {'ivf s':>8} {'exact %':>8} {'ivf %':>7} "
-        f"{'speed-up':>9} {'cells':>6}"
+        f"{'speed-up':>9} {'cells':>6} {'us/sample':>10} {'layout':>8} {'bank MB':>8}"
     )
     results = {}
+    per_sample: dict[int, float] = {}
     curve: list[tuple[int, float, float]] = []
+    largest: tuple[int, BankMemory, np.ndarray] | None = None
     for size in sizes:
         rows = replicate(views, size)
         epoch_s = size / speed
-        ivf_memory, ivf_neighbours, ivf_s = bank_pass(
-            rows, "ivf", args.probe, args.cell_size, args.k
+        ivf_memory, ivf_neighbours, ivf_s, bank = bank_pass(
+            rows, "ivf", args.probe, args.cell_size, args.k, args.layout
         )
+        largest = (size, bank, ivf_neighbours)
         exact_s = float("nan")
         if size <= args.exact_max:
-            exact_memory, exact_neighbours, exact_s = bank_pass(
-                rows, "exact", args.probe, args.cell_size, args.k
+            exact_memory, exact_neighbours, exact_s, _ = bank_pass(
+                rows, "exact", args.probe, args.cell_size, args.k, args.layout
             )
             results[size] = (exact_memory, exact_neighbours, ivf_memory, ivf_neighbours)
         cells = IvfSearch(cell_size=args.cell_size).cells_for(size)
+        per_sample[size] = 1e6 * ivf_s / size
         print(
             f"{size:>9} {epoch_s:>9.1f} {exact_s:>9.2f} {ivf_s:>8.2f} "
             f"{100 * exact_s / epoch_s:>7.2f}% {100 * ivf_s / epoch_s:>6.2f}% "
-            f"{exact_s / ivf_s:>8.2f}x {cells:>6}",
+            f"{exact_s / ivf_s:>8.2f}x {cells:>6} {per_sample[size]:>10.1f} {bank.layout:>8} "
+            f"{bank.nbytes() / 1e6:>8.1f}",
             flush=True,
         )
         curve.append((size, 100 * exact_s / epoch_s, 100 * ivf_s / epoch_s))
@@ -229,6 +267,13 @@ def main() -> None:
         )
     if args.plot:
         plot_curve(curve, Path(args.plot))
+    if len(views) in per_sample:
+        for size, cost in per_sample.items():
+            if size > len(views):
+                print(
+                    f"per-sample pass cost at N={size}: {cost / per_sample[len(views)]:.2f}x "
+                    f"that at N={len(views)}"
+                )
     if results:
         real = max(results)
         exact_memory, exact_neighbours, ivf_memory, ivf_neighbours = results[real]
@@ -241,6 +286,21 @@ def main() -> None:
         selection_loss = loss[:real] if loss is not None and len(loss) >= real else None
         changed = selection_change(exact_memory, ivf_memory, selection_loss)
         print(f"EMP selection at rate 0.7 that changes: {100 * changed:.2f} %")
+        rows = replicate(views, real)
+        layouts = {
+            layout: bank_pass(rows, "exact", args.probe, args.cell_size, args.k, layout)[0]
+            for layout in ("views", "compact")
+        }
+        print(
+            f"compact vs views layout (exact search, N={real}): rank correlation "
+            f"{spearman(layouts['views'], layouts['compact']):.4f}, EMP selection change "
+            f"{100 * selection_change(layouts['views'], layouts['compact'], selection_loss):.2f} %"
+        )
+    if largest is not None and largest[0] > args.exact_max:
+        size, bank, neighbours = largest
+        queries = min(2000, size)
+        recall = sampled_recall(bank, neighbours, args.k, queries)
+        print(f"recall@{args.k} at N={size} ({queries} sampled rows vs exact search): {recall:.4f}")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def main() -> None:
     fraction = bank_time / epoch_time[0.0]
     print(
         f"\n3. bank pass (faiss IndexFlatIP, k={args.k}, {len(train)} x "
-        f"{bank.bank.views.shape[-1]} features) vs a full-data epoch"
+        f"{bank.bank.dim} features) vs a full-data epoch"
     )
     print(
         f"   {bank_time / args.rounds:.3f} s per pass = {100 * fraction:.2f} % of a full epoch "

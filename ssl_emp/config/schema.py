@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BankSearch = Literal["exact", "ivf", "auto"]
+BankLayoutChoice = Literal["views", "compact", "auto"]
 WandbMode = Literal["offline", "online", "disabled"]
 DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic", "store"]
 BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
@@ -261,7 +262,17 @@ class MemoryConfig:
         "memory.exact_below samples, else ivf",
     )
     exact_below: int = _option(
-        20000, "bank, search=auto: exact search below this many samples", ge=1
+        20000,
+        "bank, search=auto and bank_layout=auto: exact search and the views layout below this "
+        "many samples",
+        ge=1,
+    )
+    bank_layout: BankLayoutChoice = _option(
+        "auto",
+        "bank: views (both views' features, 2 x N x D float16, centred in one frame per pass), "
+        "compact (each sample's representative and positive cosine, N x D float16, centred "
+        "per written batch: half the memory), auto = views below memory.exact_below samples, "
+        "else compact",
     )
     ivf_cell_size: int = _option(256, "bank, ivf: samples per k-means cell on average", ge=1)
     ivf_probe: int = _option(

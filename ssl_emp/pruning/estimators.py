@@ -9,7 +9,7 @@ training step already produced, or embed samples through the method's side-effec
 - :class:`PredictionEntropy`: supervised, ``H(softmax(logits)) / log(C)``.
 - :class:`InBatchEntropy`: SSL, InfoNCE as a (2B-1)-way classifier over the global batch.
 - :class:`FeatureBank`: SSL, the same entropy over faiss nearest neighbours in a bank of every
-  sample's latest feature; re-scores every sample at the end of an epoch.
+  sample's latest features; re-scores every sample at the end of an epoch.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ssl_emp.data.batch import GlobalBatch, index_batches
 from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
 from ssl_emp.neighbours import IvfSearch
 from ssl_emp.pruning.memory import batch_memory, supervised_memory
-from ssl_emp.pruning.memory_bank import BankMemory
+from ssl_emp.pruning.memory_bank import BankMemory, choose_bank_layout
 
 if TYPE_CHECKING:
     from ssl_emp.config import Config
@@ -113,7 +113,7 @@ class InBatchEntropy(MemoryEstimator):
 
 
 class FeatureBank(MemoryEstimator):
-    """SSL bank estimator: a float16 bank of every sample's latest feature, written as samples
+    """SSL bank estimator: a float16 bank of every sample's latest features, written as samples
     are trained (and, every ``refresh_every`` epochs, for all samples through
     :meth:`~ssl_emp.methods.base.Method.embed`), then neighbour entropies of every sample.
 
@@ -153,7 +153,7 @@ class FeatureBank(MemoryEstimator):
         was_training = method.training
         method.eval()
         rank, world_size = rank_and_world_size()
-        device = self.bank.views.device
+        device = self.bank.device
         cuda = [device.index or 0] if device.type == "cuda" else []
         stream = np.random.SeedSequence([self.seed, epoch, rank, 0xBA4C]).generate_state(1)[0]
         with torch.random.fork_rng(devices=cuda):
@@ -207,6 +207,7 @@ def build_estimator(
         device=device,
         search_mode=memory.search,
         exact_below=memory.exact_below,
+        layout=choose_bank_layout(memory.bank_layout, len(data), memory.exact_below),
         ivf=IvfSearch(
             cell_size=memory.ivf_cell_size,
             probe=memory.ivf_probe,

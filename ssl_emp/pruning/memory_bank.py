@@ -1,23 +1,28 @@
 """SSL bank estimator of the memory term (docs/design.md, 2.2), with faiss neighbour search.
 
-The bank holds, per sample, the latest features of its two views (float16, on the training
-device). Rows are written whenever a sample is trained (and for all samples by an optional
-refresh pass). At the end of an epoch every written view is put in one frame (centred by the
-bank's mean view, L2-normalised); a sample's positive similarity is the cosine of its two
-views, its representative the normalised mean of its two views, and the k nearest
-representatives of **every** sample are searched, so samples pruned this epoch are re-scored
-too:
+Rows are written whenever a sample is trained (and for all samples by an optional refresh
+pass). At the end of an epoch the k nearest representatives of **every** sample are searched,
+so samples pruned this epoch are re-scored too:
 
     m_i = H(softmax([cos(a_i, b_i), cos(r_i, r_n1), ..., cos(r_i, r_nk)] / tau)) / log(k + 1)
 
-Memory: 2 x N x D float16 on the device (60k x 128 features = 31 MB; 1.28M x 2048 = 10.5 GB,
-so for datasets that large use ``memory.layer=projection``, which stores the 128-d projection
-instead: 655 MB).
+where a_i, b_i are the sample's two views after centring and L2 normalisation, and r_i the
+normalised mean of the two. Two layouts hold this:
+
+- ``views``: the latest features of both views, float16, 2 x N x D (60k x 128 = 31 MB). At the
+  pass, every written view is centred by the bank's mean view, so the positive and the
+  neighbours are in one frame.
+- ``compact``: what the pass needs, computed when the sample is written: r_i (float16, N x D)
+  and cos(a_i, b_i) (float32, N), with the views centred by the mean view of the batch they
+  were written in (the in-batch estimator's frame). Half the memory (1.28 M x 128: 334 MB
+  instead of 655 MB), at the price of a frame per batch instead of one per pass.
+
+For very large banks of wide features (1.28 M x 2048) use ``memory.layer=projection`` (128-d).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +32,29 @@ from ssl_emp.neighbours import FaissSearch, IvfSearch, search
 from ssl_emp.numerics import full_precision
 from ssl_emp.pruning.memory import center_and_normalize, scale_entropy, softmax_entropy
 
+BankLayout = Literal["views", "compact"]
+SMALL_WRITE = 16  # writes of fewer samples are centred by the previous write's mean view
+
+
+def choose_bank_layout(choice: str, num_samples: int, exact_below: int) -> BankLayout:
+    """The layout ``memory.bank_layout`` asks for; ``auto``: ``views`` below ``exact_below``
+    samples (where exact search is the default too), ``compact`` from there on."""
+    if choice == "auto":
+        return "views" if num_samples < exact_below else "compact"
+    if choice not in ("views", "compact"):
+        raise ValueError(f"unknown bank layout {choice!r}: use views, compact or auto")
+    return "compact" if choice == "compact" else "views"
+
 
 class BankMemory:
-    """Per-sample two-view feature bank and its end-of-epoch neighbour-entropy memory term.
+    """Per-sample feature bank and its end-of-epoch neighbour-entropy memory term.
 
     Args:
         num_samples: N.
         dim: feature size D.
         tau: softmax temperature tau_m.
         k: neighbours per sample.
-        center: centre every view by the bank's mean view before the cosines.
+        center: centre the views by a mean view before the cosines.
         normalize: ``log`` (into [0, 1]) or ``none`` (nats).
         device: where the bank lives.
         use_faiss: search with faiss when installed (else torch).
@@ -44,6 +62,8 @@ class BankMemory:
             or ``auto`` (exact below ``exact_below`` written rows, else ivf).
         exact_below: the ``auto`` threshold.
         ivf: the approximate searcher (its cell size, probe count and retraining cadence).
+        layout: ``views`` (both views, one frame per pass) or ``compact`` (representative and
+            positive per sample, one frame per written batch); see the module docstring.
     """
 
     def __init__(
@@ -59,28 +79,72 @@ class BankMemory:
         search_mode: str = "exact",
         exact_below: int = 20000,
         ivf: IvfSearch | None = None,
+        layout: BankLayout = "views",
     ) -> None:
         self.tau, self.k, self.center, self.normalize = tau, k, center, normalize
         self.use_faiss = use_faiss
         self.searcher = FaissSearch()  # created once: GPU resources are reused every epoch
         self.search_mode, self.exact_below = search_mode, exact_below
         self.ivf = ivf or IvfSearch()
+        self.layout, self.dim = layout, dim
         self.last_neighbours: torch.Tensor | None = None  # (rows, k) of the last pass
-        self.views = torch.zeros(num_samples, 2, dim, dtype=torch.float16, device=device)
+        self.device = torch.device(device)
+        self.views: torch.Tensor | None = None
+        self.representatives: torch.Tensor | None = None
+        self.positives: torch.Tensor | None = None
+        self.last_mean_view: torch.Tensor | None = None
+        if layout == "views":
+            self.views = torch.zeros(num_samples, 2, dim, dtype=torch.float16, device=device)
+        elif layout == "compact":
+            self.representatives = torch.zeros(num_samples, dim, dtype=torch.float16, device=device)
+            self.positives = torch.zeros(num_samples, dtype=torch.float32, device=device)
+            self.last_mean_view = torch.zeros(dim, dtype=torch.float32, device=device)
+        else:
+            raise ValueError(f"unknown bank layout {layout!r}: use views or compact")
         self.written = torch.zeros(num_samples, dtype=torch.bool, device=device)
+
+    def nbytes(self) -> int:
+        """Bytes the bank's tensors take on the device."""
+        held = (self.views, self.representatives, self.positives, self.written)
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
 
     def write(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         """Store the two views' features, shape (2, B, D), of the samples ``indices``."""
-        self.views[indices] = features.detach().transpose(0, 1).to(self.views.dtype)
+        if self.views is not None:
+            self.views[indices] = features.detach().transpose(0, 1).to(self.views.dtype)
+        else:
+            positive, representative = self._compact_rows(features.detach())
+            assert self.representatives is not None and self.positives is not None
+            self.representatives[indices] = representative.to(self.representatives.dtype)
+            self.positives[indices] = positive
         self.written[indices] = True
+
+    @full_precision
+    def _compact_rows(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cosine of the two views, normalised mean of the two) of a written batch, the views
+        centred by the batch's mean view (or, for a write of fewer than ``SMALL_WRITE``
+        samples, such as an epoch's last partial batch, by the previous write's)."""
+        assert self.last_mean_view is not None
+        _, count, dim = features.shape
+        flat = features.reshape(2 * count, dim).float()
+        if self.center:
+            if count >= SMALL_WRITE or not bool(self.last_mean_view.any()):
+                self.last_mean_view = flat.mean(dim=0)
+            flat = flat - self.last_mean_view
+        first, second = F.normalize(flat, dim=-1).view(2, count, dim).unbind(dim=0)
+        return (first * second).sum(dim=-1), F.normalize(first + second, dim=-1)
 
     def frame(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The written ``rows`` in one frame: (cosine of each sample's two views, the
-        normalised mean of its two views), both after centring by the mean view of ``rows``.
+        normalised mean of its two views); in the ``views`` layout both after centring by the
+        mean view of ``rows``, in the ``compact`` layout as they were written.
 
         Shape:
             rows: (R,) -> ((R,), (R, D)).
         """
+        if self.views is None:
+            assert self.representatives is not None and self.positives is not None
+            return self.positives[rows], F.normalize(self.representatives[rows].float(), dim=-1)
         views = self.views[rows].float()
         count, _, dim = views.shape
         flat = center_and_normalize(views.reshape(2 * count, dim), self.center)
@@ -96,7 +160,7 @@ class BankMemory:
             labels: optional labels for the kNN label-agreement diagnostic (never in scores).
         """
         memory = torch.full(
-            (len(self.written),), float("nan"), dtype=torch.float32, device=self.views.device
+            (len(self.written),), float("nan"), dtype=torch.float32, device=self.device
         )
         rows = self.written.nonzero().squeeze(1)
         k = min(self.k, len(rows) - 1)
@@ -144,16 +208,42 @@ class BankMemory:
 
     def state_dict(self) -> dict[str, Any]:
         """Bank contents (and the approximate search's cells) for a checkpoint."""
-        return {"views": self.views, "written": self.written, "ivf": self.ivf.state_dict()}
+        state: dict[str, Any] = {
+            "layout": self.layout,
+            "written": self.written,
+            "ivf": self.ivf.state_dict(),
+        }
+        if self.views is not None:
+            state["views"] = self.views
+        else:
+            state.update(
+                representatives=self.representatives,
+                positives=self.positives,
+                last_mean_view=self.last_mean_view,
+            )
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        if "views" not in state:
+        if "views" not in state and "representatives" not in state:
             raise UserInputError(
                 "this checkpoint's memory bank has the older one-view layout (features + "
                 "positive); resume it with the ssl_emp version that wrote it, or start a new run"
             )
-        self.views.copy_(state["views"])
+        layout = state.get("layout", "views")
+        if layout != self.layout:
+            raise UserInputError(
+                f"this checkpoint's memory bank has the {layout} layout, the run asks for "
+                f"{self.layout}; resume with memory.bank_layout={layout}"
+            )
+        if self.views is not None:
+            self.views.copy_(state["views"])
+        else:
+            assert self.representatives is not None and self.positives is not None
+            assert self.last_mean_view is not None
+            self.representatives.copy_(state["representatives"])
+            self.positives.copy_(state["positives"])
+            self.last_mean_view.copy_(state["last_mean_view"])
         self.written.copy_(state["written"])
         if "ivf" in state:
             self.ivf.load_state_dict(state["ivf"])
