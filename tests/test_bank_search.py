@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.train import build_trainer
 from ssl_emp.neighbours import IvfSearch, search
-from ssl_emp.pruning.memory_bank import BankMemory, choose_bank_layout
+from ssl_emp.pruning.memory_bank import MEAN_HORIZON, BankMemory, choose_bank_layout
 from tests.conftest import metrics_records, tiny_config_with
 
 pytest.importorskip("faiss")
@@ -179,25 +179,27 @@ def test_a_compact_bank_written_in_one_batch_equals_the_views_layout() -> None:
     assert not torch.allclose(terms["compact"], terms["views"], atol=1e-7)  # two computations
 
 
-def test_a_compact_write_is_centred_by_its_batch_and_small_writes_by_the_previous_mean() -> None:
-    views = _two_views(100)
-    bank = BankMemory(100, 16, tau=0.1, k=8, layout="compact")
-    bank.write(torch.arange(40), views[:, :40])
-    bank.write(torch.arange(40, 44), views[:, 40:44])  # fewer than SMALL_WRITE samples
-    bank.write(torch.arange(44, 100), views[:, 44:])
+def test_compact_writes_are_centred_by_a_running_mean_view_weighted_by_their_size() -> None:
+    views = _two_views(400)
+    bank = BankMemory(400, 16, tau=0.1, k=8, layout="compact")
+    writes = [slice(0, 300), slice(300, 304), slice(304, 400)]
+    for rows in writes:
+        bank.write(torch.arange(400)[rows], views[:, rows])
 
     def by_hand(batch: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         first, second = F.normalize(batch[0] - mean, dim=1), F.normalize(batch[1] - mean, dim=1)
         return (first * second).sum(1), F.normalize(first + second, dim=1)
 
-    first_mean = views[:, :40].reshape(-1, 16).mean(0)
-    expected = [
-        by_hand(views[:, :40], first_mean),
-        by_hand(views[:, 40:44], first_mean),
-        by_hand(views[:, 44:], views[:, 44:].reshape(-1, 16).mean(0)),
-    ]
-    positive, representative = bank.frame(torch.arange(100))
-    assert torch.allclose(positive, torch.cat([p for p, _ in expected]), atol=1e-6)
+    expected, mean = [], None
+    for rows in writes:
+        batch = views[:, rows]
+        written = batch.reshape(-1, 16).mean(0)
+        count = batch.shape[1]
+        weight = 1 - np.exp(-count / MEAN_HORIZON)  # the first write sets the mean
+        mean = written if mean is None else (1 - weight) * mean + weight * written
+        expected.append(by_hand(batch, mean))
+    positive, representative = bank.frame(torch.arange(400))
+    assert torch.allclose(positive, torch.cat([p for p, _ in expected]), atol=1e-5)
     assert torch.allclose(representative, torch.cat([r for _, r in expected]), atol=2e-3)
 
 
@@ -209,7 +211,7 @@ def test_the_compact_bank_takes_half_the_memory_and_refuses_the_other_layout() -
     compact.write(torch.arange(1000), _two_views(1000, seed=1).repeat(1, 1, 8))
     restored = BankMemory(1000, 128, tau=0.1, k=8, layout="compact")
     restored.load_state_dict(compact.state_dict())
-    small = _two_views(4, seed=2).repeat(1, 1, 8)  # centred by the restored previous mean
+    small = _two_views(4, seed=2).repeat(1, 1, 8)  # centred by the restored running mean
     for bank in (compact, restored):
         bank.write(torch.arange(4), small)
     assert torch.equal(restored.compute()[0], compact.compute()[0])
