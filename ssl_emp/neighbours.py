@@ -257,11 +257,16 @@ class IvfSearch:
         if self.centroids is None or len(self.centroids) != cells or stale:
             self._train(base, cells)
         self.searches_since_training += 1
-        index: Any = faiss.IndexIVFFlat(
-            self.quantizer, base.shape[1], cells, faiss.METRIC_INNER_PRODUCT
-        )
+        on_gpu = database.is_cuda and hasattr(faiss, "StandardGpuResources")
+        quantizer = self.quantizer
+        if on_gpu and self.two_level(cells):
+            # faiss-gpu copies a flat quantizer only; on a GPU scanning every centroid is cheap
+            assert self.centroids is not None
+            quantizer = faiss.IndexFlatIP(base.shape[1])
+            quantizer.add(self.centroids)
+        index: Any = faiss.IndexIVFFlat(quantizer, base.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
         index.nprobe = min(self.probe, cells)
-        if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
+        if on_gpu:
             if max(k, index.nprobe) > MAX_GPU_K:
                 raise ValueError(f"faiss-gpu searches at most {MAX_GPU_K} neighbours and cells")
             index = faiss.index_cpu_to_gpu(self._gpu._gpu(), database.device.index or 0, index)
