@@ -11,9 +11,9 @@ import yaml
 from ssl_emp.cli import main
 from ssl_emp.config import load_config
 from ssl_emp.errors import UserInputError
-from ssl_emp.experiments.compare import compare
+from ssl_emp.experiments.compare import collect, compare
 from ssl_emp.experiments.paired import paired_interval
-from ssl_emp.experiments.sweep import plan_runs, sweep
+from ssl_emp.experiments.sweep import find_run_dirs, plan_runs, sweep
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records
 
@@ -252,6 +252,16 @@ def test_emp_runs_on_two_memory_layers_are_two_variants(tmp_path: Path) -> None:
     # one layer only: the label stays short
     single = compare([str(headline)], str(tmp_path / "single"))
     assert "| emp (batch) | 0.7 | 2 |" in (single / "report.md").read_text()
+
+
+def test_supervised_emp_runs_are_labelled_by_their_memory_term(tmp_path: Path) -> None:
+    """Supervised EMP scores with the prediction entropy whatever memory.estimator says."""
+    runs = tmp_path / "runs"
+    supervised = ("method.name=supervised",)
+    _fabricate_run(runs, "emp_r0.7_s0", "emp", 0.7, 0, 0.8, 0.7, 80, overrides=supervised)
+    _fabricate_run(runs, "emp_ssl_r0.7_s0", "emp", 0.7, 0, 0.8, 0.7, 80)
+    variants = {row["run"]: row["variant"] for row in collect(find_run_dirs([str(runs)]))}
+    assert variants == {"emp_r0.7_s0": "emp (prediction)", "emp_ssl_r0.7_s0": "emp (batch)"}
 
 
 def test_paired_interval_with_more_seeds_shrinks_like_the_t_quantile() -> None:

@@ -121,6 +121,8 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     for path, config in configs.items():
         pruning = config.pruning
         score = pruning.score or POLICIES[pruning.policy].default_score
+        # supervised runs ignore memory.estimator: their memory term is the prediction entropy
+        estimator = "prediction" if config.method.name == "supervised" else config.memory.estimator
         run = RunDirectory(path)
         metrics = read_jsonl(run.metrics_path)
         last = metrics[-1] if metrics else {}
@@ -139,7 +141,7 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                     policy=pruning.policy,
                     score=score,
                     beta=pruning.beta,
-                    estimator=config.memory.estimator,
+                    estimator=estimator,
                     layer=config.memory.layer,
                     sweep_betas=sweep_betas,
                     sweep_layers=sweep_layers,
@@ -147,7 +149,7 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "rate": 0.0 if POLICIES[pruning.policy].always_full else pruning.rate,
                 "seed": config.seed,
                 "beta": pruning.beta if score == "emp" else None,
-                "estimator": config.memory.estimator if score == "emp" else None,
+                "estimator": estimator if score == "emp" else None,
                 "epochs": last.get("epoch"),
                 "effective_rate": last.get("effective_rate"),
                 "visits": last.get("visits"),
