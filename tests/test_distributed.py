@@ -127,8 +127,15 @@ def test_two_ranks_hold_identical_tables_and_train_disjoint_shards(tmp_path: Pat
     assert int(first["train_count"].sum()) == 24  # K = ceil(0.5 * 48)
 
 
-def test_two_process_effective_rate_equals_one_process(tmp_path: Path) -> None:
-    overrides = [*DDP_OVERRIDES, "train.epochs=3", "memory.estimator=bank", "memory.k=4"]
+@pytest.mark.parametrize("layout", ["views", "compact"])
+def test_two_process_effective_rate_equals_one_process(tmp_path: Path, layout: str) -> None:
+    overrides = [
+        *DDP_OVERRIDES,
+        "train.epochs=3",
+        "memory.estimator=bank",
+        "memory.k=4",
+        f"memory.bank_layout={layout}",
+    ]
     ranks = _spawn(tmp_path, overrides)
     assert torch.equal(ranks[0]["table"]["memory"], ranks[1]["table"]["memory"])
     single = build_trainer(
