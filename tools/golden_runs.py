@@ -198,7 +198,13 @@ def main() -> int:
     args = parser.parse_args()
     names = [name for name in args.runs.split(",") if name]
     if args.action == "record":
-        golden = {"machine": machine(), "runs": train_all(names, args.jobs)}
+        runs = train_all(names, args.jobs)
+        if GOLDEN_FILE.is_file() and set(names) != set(GOLDEN_RUNS):
+            # re-recording some runs keeps the others (recorded on this machine)
+            kept = json.loads(GOLDEN_FILE.read_text())
+            if kept["machine"] == machine():
+                runs = {**kept["runs"], **runs}
+        golden = {"machine": machine(), "runs": runs}
         GOLDEN_FILE.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN_FILE.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
         print(f"recorded {len(names)} golden runs in {GOLDEN_FILE}")
