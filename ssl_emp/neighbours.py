@@ -7,8 +7,8 @@ on which is used (up to ties between equal similarities). Their cost is N x Q x 
 :class:`IvfSearch` is approximate: faiss's inverted-file index splits the database into cells
 by k-means and each query scans only its nearest cells, so searching every row of a database
 of N rows costs about N x (cells + probe x cell_size) x D instead of N^2 x D; with many cells
-the cells are trained and chosen in two levels, which brings ``cells`` down to about
-2 sqrt(cells).
+they are trained and chosen in two levels, so the ``cells`` term becomes about
+2 x sqrt(cells).
 """
 
 from __future__ import annotations

@@ -271,8 +271,8 @@ class MemoryConfig:
         "auto",
         "bank: views (both views' features, 2 x N x D float16, centred in one frame per pass), "
         "compact (each sample's representative and positive cosine, N x D float16, centred "
-        "per written batch: half the memory), auto = views below memory.exact_below samples, "
-        "else compact",
+        "by a running mean view when written: half the memory), auto = views below "
+        "memory.exact_below samples, else compact",
     )
     ivf_cell_size: int = _option(256, "bank, ivf: samples per k-means cell on average", ge=1)
     ivf_probe: int = _option(
