@@ -15,8 +15,10 @@
     python tools/bench_bank.py RUN --sizes 15000,60000,240000,1280000 --exact-max 60000
     python tools/bench_bank.py RUN --quick                  # small N, for a smoke test
 
-Among the output, the lines ``bank pass at N=...: P % of a full epoch`` and
-``memory-term rank correlation with exact search: R``.
+Among the output, the lines ``bank pass at N=...: P % of a full epoch``,
+``memory-term rank correlation with exact search: R``, ``per-sample pass cost at N=...: Rx that
+at N=...`` (sizes beyond the real rows against the real N), the compact-vs-views agreement and,
+beyond ``--exact-max``, a recall@k on sampled rows against exact search.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def bank_pass(
     """(memory, neighbours, seconds, bank) of one bank pass over ``views`` (N, 2, D).
 
     The rows are written in shuffled batches of 256, as training writes them (the compact
-    layout centres each batch by its own mean view); only the pass is timed.
+    layout centres each write by its running mean view); only the pass is timed.
     """
     bank = BankMemory(
         len(views),
