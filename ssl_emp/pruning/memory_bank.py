@@ -39,12 +39,11 @@ MEAN_HORIZON = 2560  # samples the compact layout's running mean view averages o
 
 def choose_bank_layout(choice: str, num_samples: int, exact_below: int) -> BankLayout:
     """The layout ``memory.bank_layout`` asks for; ``auto``: ``views`` below ``exact_below``
-    samples (where exact search is the default too), ``compact`` from there on."""
-    if choice == "auto":
-        return "views" if num_samples < exact_below else "compact"
-    if choice not in ("views", "compact"):
-        raise ValueError(f"unknown bank layout {choice!r}: use views, compact or auto")
-    return "compact" if choice == "compact" else "views"
+    samples (where exact search is the default too), ``compact`` from there on. The config
+    schema admits only these three names."""
+    if choice == "compact" or (choice == "auto" and num_samples >= exact_below):
+        return "compact"
+    return "views"
 
 
 class BankMemory:
