@@ -41,3 +41,19 @@ def test_simclr_uses_lightly_head_and_returns_per_sample_loss(tiny_config) -> No
     output = model(train.images[:6])
     assert output.loss.shape == (6,)
     assert output.features.shape == (2, 6, model.backbone.feature_dim)
+
+
+@pytest.mark.parametrize(("width", "channels_last"), [(4, False), (7, False), (8, True), (16, True)])
+def test_channels_last_is_skipped_where_torch_backward_corrupts_the_heap(
+    width: int, channels_last: bool
+) -> None:
+    """resnet_small's downsampling shortcut is a 1x1 stride-2 convolution of ``width`` input
+    channels; below 8 its channels-last CPU backward double-frees (torch 2.14, AVX2), so the
+    backbone keeps the default format there and trains."""
+    backbone = build_backbone("resnet_small", in_channels=1, cifar_stem=True, width=width)
+    assert backbone.channels_last is channels_last
+    shortcut = backbone.body[4].downsample[0]
+    assert shortcut.kernel_size == (1, 1) and shortcut.stride == (2, 2)
+    conv = backbone.body[4].conv1  # (2w, w, 3, 3): the two formats differ
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    backbone(torch.randn(8, 1, 16, 16)).sum().backward()

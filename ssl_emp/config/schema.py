@@ -90,7 +90,9 @@ class ModelConfig:
     )
     proj_dim: int = _option(128, "output dimension of the projection head", ge=1)
     channels_last: bool = _option(
-        True, "channels-last memory format for the backbone (faster convolutions)"
+        True,
+        "channels-last memory format for the backbone (faster convolutions; not below "
+        "resnet_small width 8, where torch's CPU backward of it crashes)",
     )
 
 

@@ -13,6 +13,25 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
 
+# torch 2.14's CPU backward of a channels-last 1x1 convolution with stride 2 and fewer than 8
+# input channels corrupts the heap ("double free or corruption", seen on AVX2 machines, with
+# one thread and with two); such networks stay in the default memory format.
+NARROW_STRIDED_CONV_CHANNELS = 8
+
+
+def channels_last_is_safe(body: nn.Module) -> bool:
+    """Whether ``body`` avoids the channels-last layer that crashes torch's CPU backward: a
+    1x1 convolution with a stride above 1 and fewer than 8 input channels (resnet_small's
+    downsampling shortcut at ``model.width`` < 8)."""
+    return not any(
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and max(module.stride) > 1
+        and module.in_channels < NARROW_STRIDED_CONV_CHANNELS
+        for module in body.modules()
+    )
+
+
 class Backbone(nn.Module):
     """A feature extractor with a known output size.
 
@@ -20,11 +39,13 @@ class Backbone(nn.Module):
         body: module mapping (N, C, H, W) images to (N, feature_dim) features.
         feature_dim: size of the feature vector.
         channels_last: keep weights and inputs in the channels-last memory format, which
-            makes the convolutions markedly faster on CPUs and on tensor-core GPUs.
+            makes the convolutions markedly faster on CPUs and on tensor-core GPUs; ignored
+            (the default format is kept) where :func:`channels_last_is_safe` says no.
     """
 
     def __init__(self, body: nn.Module, feature_dim: int, channels_last: bool = True) -> None:
         super().__init__()
+        channels_last = channels_last and channels_last_is_safe(body)
         self.body = body.to(memory_format=torch.channels_last) if channels_last else body
         self.feature_dim = feature_dim
         self.channels_last = channels_last
