@@ -43,7 +43,9 @@ def test_simclr_uses_lightly_head_and_returns_per_sample_loss(tiny_config) -> No
     assert output.features.shape == (2, 6, model.backbone.feature_dim)
 
 
-@pytest.mark.parametrize(("width", "channels_last"), [(4, False), (7, False), (8, True), (16, True)])
+@pytest.mark.parametrize(
+    ("width", "channels_last"), [(4, False), (7, False), (8, True), (16, True)]
+)
 def test_channels_last_is_skipped_where_torch_backward_corrupts_the_heap(
     width: int, channels_last: bool
 ) -> None:

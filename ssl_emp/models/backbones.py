@@ -12,7 +12,6 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-
 # torch 2.14's CPU backward of a channels-last 1x1 convolution with stride 2 and fewer than 8
 # input channels corrupts the heap ("double free or corruption", seen on AVX2 machines, with
 # one thread and with two); such networks stay in the default memory format.
