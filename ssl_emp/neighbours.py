@@ -242,6 +242,36 @@ class IvfSearch:
         self.searches_since_training = 0
         self.trainings += 1
 
+    def _fit(self, base: np.ndarray) -> int:
+        """Train the cells on ``base`` when there are none, their number changed or they are
+        ``retrain_every`` passes old; counts one pass. Returns the number of cells."""
+        cells = self.cells_for(len(base))
+        stale = self.searches_since_training >= self.retrain_every
+        if self.centroids is None or len(self.centroids) != cells or stale:
+            self._train(base, cells)
+        self.searches_since_training += 1
+        return cells
+
+    def fit(self, database: torch.Tensor) -> None:
+        """One pass's cells for ``database`` without a search (trained as :meth:`search`
+        would train them), for :meth:`nearest_centroid_similarity`."""
+        if faiss is None:
+            raise ValueError("k-means cells (prototypicality, memory.search=ivf) need faiss")
+        self._fit(np.ascontiguousarray(database.detach().float().cpu().numpy()))
+
+    def nearest_centroid_similarity(self, rows: torch.Tensor) -> torch.Tensor:
+        """The inner product of each row with its nearest centroid (through the quantizer:
+        exact below ``two_level_from`` cells), after :meth:`search` or :meth:`fit`.
+
+        Shape:
+            rows: (R, D) -> (R,), on the rows' device.
+        """
+        if self.quantizer is None:
+            raise ValueError("no cells yet: call fit() or search() first")
+        base = np.ascontiguousarray(rows.detach().float().cpu().numpy())
+        similarities, _ = self.quantizer.search(base, 1)
+        return torch.from_numpy(similarities[:, 0]).to(rows.device)
+
     def search(
         self, database: torch.Tensor, queries: torch.Tensor, k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,11 +282,7 @@ class IvfSearch:
             raise ValueError("approximate search (memory.search=ivf) needs faiss; install it")
         base = np.ascontiguousarray(database.detach().float().cpu().numpy())
         query = np.ascontiguousarray(queries.detach().float().cpu().numpy())
-        cells = self.cells_for(len(base))
-        stale = self.searches_since_training >= self.retrain_every
-        if self.centroids is None or len(self.centroids) != cells or stale:
-            self._train(base, cells)
-        self.searches_since_training += 1
+        cells = self._fit(base)
         on_gpu = database.is_cuda and hasattr(faiss, "StandardGpuResources")
         quantizer = self.quantizer
         if on_gpu and self.two_level(cells):

@@ -242,3 +242,51 @@ def test_the_step_backpropagates_the_pruners_weighted_loss(tmp_path: Path) -> No
     trainer.pruner.weights.fill_(1.0)
     trainer.train_step(GlobalBatch.single(torch.arange(16)), progress=0.5)
     assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_scan_trains_its_schedule_and_records_each_view_orders_loss(tmp_path: Path) -> None:
+    # 48 samples, rate 0.5: 24 candidates; epoch 1 warm-up, 2 scoring, then 25/75/100 %
+    run = pretrain(
+        tiny_config_with(
+            tmp_path, "pruning.policy=scan", "pruning.rate=0.5", "train.epochs=6",
+            "train.batch_size=8",
+        )
+    )  # fmt: skip
+    records = metrics_records(run.path)
+    assert [r["kept"] for r in records] == [48, 48, 42, 30, 24, 48]
+    assert [r.get("scan_pruned") for r in records] == [None, None, 6, 18, 24, None]
+    visits = sum(r["kept"] for r in records)
+    assert records[-1]["effective_rate"] == pytest.approx(1 - visits / (48 * 6))
+    state = torch.load(list_checkpoints(run.checkpoint_dir)[-1], weights_only=False)
+    view_loss, loss = state["pruner"]["table"]["view_loss"], state["pruner"]["table"]["loss"]
+    assert torch.allclose(view_loss.mean(dim=1), loss, atol=1e-6)  # SimCLR: the two anchors
+    assert not torch.equal(view_loss[:, 0], view_loss[:, 1])
+
+
+def test_scan_resumes_mid_cycle_exactly(tmp_path: Path) -> None:
+    overrides = ["pruning.policy=scan", "pruning.rate=0.5", "train.epochs=6", "train.batch_size=8"]
+    straight = pretrain(tiny_config_with(tmp_path / "a", *overrides))
+    first = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
+    first.fit(until_epoch=3)  # stops inside the cycle: its candidates are in the checkpoint
+    resumed = build_trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
+    resumed.fit()
+    assert (
+        metrics_records(resumed.run.path)[-1]["loss"] == metrics_records(straight.path)[-1]["loss"]
+    )
+    assert [r["kept"] for r in metrics_records(resumed.run.path)] == [48, 48, 42, 30, 24, 48]
+
+
+def test_prototypical_ranks_the_banks_centroid_distances(tmp_path: Path) -> None:
+    run = pretrain(
+        tiny_config_with(
+            tmp_path, "pruning.policy=prototypical", "memory.estimator=bank", "memory.k=4",
+            "memory.ivf_cell_size=16", "pruning.rate=0.5", "pruning.eps=0", "train.epochs=3",
+            "train.batch_size=8",
+        )
+    )  # fmt: skip
+    records = metrics_records(run.path)
+    assert [r["kept"] for r in records] == [48, 24, 24]
+    assert records[-1]["prototype_cells"] == 3  # ceil(48 / 16)
+    saved = np.load(run.scores_path)
+    assert np.isfinite(saved["score"]).all() and (saved["score"] >= 0).all()
+    assert np.array_equal(saved["score"], saved["prototype_distance"])

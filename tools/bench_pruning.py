@@ -159,8 +159,8 @@ def main() -> None:
     bank.refresh(bank_trainer.model, bank_trainer.data, args.batch_size)  # every row written
 
     def bank_pass() -> None:
-        memory, _ = bank.end_epoch(0, bank_trainer.model, bank_trainer.data, args.batch_size)
-        bank_trainer.pruner.set_memory(memory)
+        columns, _ = bank.end_epoch(0, bank_trainer.model, bank_trainer.data, args.batch_size)
+        bank_trainer.pruner.set_columns(columns)
 
     bank_time = 0.0
     for _ in range(args.rounds):

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="grid of policies x pruning rates x seeds, each trained and evaluated",
         description="Train one run per grid cell under --dir (named POLICY_rRATE_sSEED[_bBETA]"
-        "[_ESTIMATOR]; full data once per seed), then linear probe and kNN on each SSL run. "
+        "[_ESTIMATOR][_DIRECTION]; full data once per seed), then linear probe and kNN on each "
+        "SSL run. "
         "Re-running the same command skips finished runs and resumes unfinished ones. "
         "Writes DIR/sweep.json.",
         epilog=CONFIG_HELP + describe_options(),
@@ -126,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--betas", default="", help="comma-separated beta values for emp (optional)")
     sweep.add_argument(
         "--estimators", default="", help="comma-separated memory estimators for emp: batch,bank"
+    )
+    sweep.add_argument(
+        "--directions",
+        default="",
+        help="comma-separated directions for the policies that rank a score (topk, "
+        "eps_greedy, emp, prototypical): hard (keep the highest), easy (keep the lowest)",
     )
     sweep.add_argument("--no-eval", action="store_true", help="skip the probe and kNN")
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every run")
@@ -257,6 +264,7 @@ def dispatch(args: argparse.Namespace) -> int:
             seeds=_split(args.seeds, int, "--seeds"),
             betas=_split(args.betas, float, "--betas"),
             estimators=_split(args.estimators, str, "--estimators"),
+            directions=_split(args.directions, str, "--directions"),
         )
         statuses = sweep(args.config, args.dir, runs, args.overrides, evaluate=not args.no_eval)
         print(

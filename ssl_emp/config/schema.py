@@ -22,8 +22,11 @@ AugmentPreset = Literal["simclr", "mocov2", "supervised"]
 OptimizerName = Literal["sgd", "lars", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 NonFiniteAction = Literal["stop", "skip"]
-PolicyName = Literal["full", "random", "topk", "infobatch", "ucb", "eps_greedy", "emp"]
-ScoreKind = Literal["loss", "emp"]
+PolicyName = Literal[
+    "full", "random", "topk", "infobatch", "ucb", "eps_greedy", "emp", "scan", "prototypical"
+]
+ScoreKind = Literal["loss", "emp", "prototypicality"]
+Direction = Literal["hard", "easy"]
 CombineRule = Literal["zscore", "raw"]
 EstimatorName = Literal["batch", "bank"]
 FeatureLayer = Literal["backbone", "projection"]
@@ -203,8 +206,16 @@ class PruningConfig:
     )
     score: ScoreKind | None = _option(
         None,
-        "what is ranked: loss, or emp = loss combined with beta * memory (default: emp for "
-        "policy emp, loss otherwise)",
+        "what is ranked: loss; emp = loss combined with beta * memory; prototypicality = "
+        "distance of the sample's bank feature to its nearest k-means centroid (needs "
+        "memory.estimator=bank) (default: emp for policy emp, prototypicality for "
+        "prototypical, loss otherwise)",
+    )
+    direction: Direction | None = _option(
+        None,
+        "which end of the ranking a ranking policy (topk, eps_greedy, emp, prototypical) "
+        "keeps: hard = the highest scores, easy = the lowest (easy, prototypical samples "
+        "first) (default: easy for prototypical, hard otherwise)",
     )
     combine: CombineRule = _option(
         "zscore",
@@ -226,6 +237,19 @@ class PruningConfig:
         0.875,
         "infobatch: fraction of the epochs that prune; the rest train on all data",
         gt=0.0,
+        le=1.0,
+    )
+    scan_cycle: int = _option(
+        3,
+        "scan: pruned epochs after each full-data scoring epoch, over which the pruned share "
+        "of the candidates rises on a cosine (SCAN's T_cos)",
+        ge=1,
+    )
+    scan_ill_share: float = _option(
+        0.5,
+        "scan: share of the candidate fraction (pruning.rate) taken from the highest losses "
+        "(ill-matched); the rest comes from the lowest (redundant)",
+        ge=0.0,
         le=1.0,
     )
     warmup_epochs: int = _option(1, "epochs on the full data before pruning starts", ge=0)

@@ -24,6 +24,8 @@ from ssl_emp.engine.seeding import seed_everything
 from ssl_emp.errors import UserInputError
 from ssl_emp.methods import Method, build_method, method_class
 from ssl_emp.pruning import MemoryEstimator, Pruner, build_estimator
+from ssl_emp.pruning.pruner import score_kind
+from ssl_emp.pruning.scores import SCORES
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class TrainingParts:
 def check_method_options(config: Config) -> None:
     """Reject settings that do not apply to the configured method."""
     supervised = method_class(config.method.name).supervised
+    kind = score_kind(config.pruning)
+    if SCORES[kind].needs_bank and (supervised or config.memory.estimator != "bank"):
+        raise UserInputError(
+            f"pruning.score={kind} ranks each sample's feature in the memory bank, so it needs "
+            "an SSL run with memory.estimator=bank; add memory.estimator=bank"
+            + (" (and use ssl-emp pretrain)" if supervised else "")
+        )
     if supervised and config.memory.estimator == "bank":
         raise UserInputError(
             "memory.estimator=bank is an SSL estimator; supervised runs use the prediction "
@@ -98,7 +107,7 @@ def check_batch_size(config: Config, num_samples: int, pruner: Pruner, world_siz
             f"train.batch_size={batch_size} exceeds the {num_samples} "
             f"training samples; use train.batch_size<={num_samples}"
         )
-    if pruner.policy.hard_rate and pruner.keep < batch_size:
+    if pruner.policy.keeps_at_least_k and pruner.keep < batch_size:
         raise UserInputError(
             f"train.batch_size={batch_size} exceeds the {pruner.keep} "
             f"samples kept per epoch at pruning.rate={config.pruning.rate}; use "

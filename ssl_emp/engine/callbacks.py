@@ -125,6 +125,7 @@ class MetricsLogger(Callback):
             "no pruning"
             if trainer.pruner.policy.always_full
             else f"pruning {pruning.policy} rate {pruning.rate} score {trainer.pruner.score_kind}"
+            + (" (easy first)" if trainer.pruner.direction == "easy" else "")
         )
         verb = "training" if trainer.model.supervised else "pretraining"
         world = trainer.context.world_size
@@ -183,7 +184,7 @@ class FlatMemoryWarning(Callback):
 
 class ScoresWriter(Callback):
     """``scores.npz`` at the end of training: per-sample score, memory, train_count, loss,
-    last_seen and labels."""
+    last_seen and labels (and prototype_distance where the score ranks it)."""
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if not trainer.finished:
@@ -197,6 +198,8 @@ class ScoresWriter(Callback):
             "last_seen": table.last_seen.cpu().numpy(),
             "labels": trainer.data.labels.cpu().numpy(),
         }
+        if trainer.pruner.score.needs_bank:
+            arrays["prototype_distance"] = table.prototype_distance.cpu().numpy()
         if trainer.context.is_main:
             write_arrays(trainer.run.scores_path, arrays)
 

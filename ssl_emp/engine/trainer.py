@@ -128,7 +128,9 @@ class Trainer:
             output = self.forward_model(images, self.data.labels[local])
         memory = self.estimator.batch_memory(batch, output)
         try:
-            loss = self.pruner.step(batch, output.loss, memory, epoch=self.state.epoch)
+            loss = self.pruner.step(
+                batch, output.loss, memory, epoch=self.state.epoch, view_losses=output.view_losses
+            )
         except NonFiniteLossError:
             self._non_finite(buffers)
             return None
@@ -250,11 +252,10 @@ class Trainer:
         seen = state.epoch_seen
         train_wall = time.perf_counter() - self._started
         selection = self.pruner.last_stats
-        memory, memory_stats = self.estimator.end_epoch(
+        columns, memory_stats = self.estimator.end_epoch(
             epoch, self.model, self.data, self.config.train.batch_size
         )
-        if memory is not None:
-            self.pruner.set_memory(memory)
+        self.pruner.set_columns(columns)
         wall = time.perf_counter() - self._started
         state.finish_epoch()
         self.last_epoch_indices = indices

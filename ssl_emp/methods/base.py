@@ -32,12 +32,15 @@ class MethodOutput:
             for two-view methods the features of both views, shape (2, B, D).
         projections: projection-head outputs (detached), same layout as ``features``.
         logits: class logits (detached) of supervised methods, shape (B, C).
+        view_losses: the loss of each view order (detached), shape (2, B), where the loss is
+            the mean of two (SimCLR's two anchors, symmetric MoCo); None otherwise.
     """
 
     loss: torch.Tensor
     features: torch.Tensor | None = None
     projections: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    view_losses: torch.Tensor | None = None
 
     def layer(self, name: FeatureLayer) -> torch.Tensor | None:
         """The detached features of ``name`` (``backbone`` or ``projection``)."""

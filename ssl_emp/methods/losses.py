@@ -16,6 +16,49 @@ from ssl_emp.numerics import full_precision
 
 
 @full_precision
+def nt_xent_per_view(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    temperature: float,
+    all_a: torch.Tensor | None = None,
+    all_b: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """SimCLR's NT-Xent loss of each view as the anchor: row 0 is ``CE(a_i)`` (anchor a_i
+    against the other 2N-1 views, b_i the positive), row 1 is ``CE(b_i)``.
+
+    Args:
+        z_a: projections of the first views, shape (B, D); normalised here.
+        z_b: projections of the second views, shape (B, D).
+        temperature: softmax temperature tau.
+        all_a: under DDP, the first views of the global batch (N, D), this rank's rows at
+            ``offset``; None means the batch is all there is (N = B).
+        all_b: the second views of the global batch, like ``all_a``.
+        offset: index of this rank's first sample in ``all_a`` / ``all_b``.
+
+    Shape:
+        z_a, z_b: (B, D); all_a, all_b: (N, D); returns (2, B).
+    """
+    batch = z_a.shape[0]
+    anchors = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    if all_a is None or all_b is None:
+        candidates, total = anchors, batch
+    else:
+        candidates = F.normalize(torch.cat([all_a, all_b]).float(), dim=1)
+        total = all_a.shape[0]
+    # logits[r, c]: anchor r (a_0..a_{B-1}, then b_0..b_{B-1}) against candidate c of the
+    # global 2N views (a-views 0..N-1, then b-views N..2N-1), shape (2B, 2N)
+    logits = anchors @ candidates.T / temperature
+    # under DDP this rank's samples sit at rows offset..offset+B-1 of the global batch, so an
+    # anchor's own column and its positive's column are shifted by the offset
+    index = torch.arange(batch, device=anchors.device) + offset
+    own = torch.cat([index, index + total])  # each anchor's own column
+    positive = torch.cat([index + total, index])  # a_i's positive is b_i, and vice versa
+    rows = torch.arange(2 * batch, device=anchors.device)
+    logits[rows, own] = float("-inf")
+    return F.cross_entropy(logits, positive, reduction="none").view(2, batch)
+
+
 def nt_xent_per_sample(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -27,8 +70,9 @@ def nt_xent_per_sample(
     """SimCLR's NT-Xent loss, one value per sample.
 
     Anchor ``a_i`` is classified against the other 2N-1 views with ``b_i`` as the positive,
-    and symmetrically for ``b_i``; the sample's loss is the mean of the two cross-entropies.
-    The batch mean equals ``lightly.loss.NTXentLoss(temperature)(z_a, z_b)``.
+    and symmetrically for ``b_i``; the sample's loss is the mean of the two cross-entropies
+    (:func:`nt_xent_per_view`). The batch mean equals
+    ``lightly.loss.NTXentLoss(temperature)(z_a, z_b)``.
 
     Args:
         z_a: projections of the first views, shape (B, D); normalised here.
@@ -55,21 +99,8 @@ def nt_xent_per_sample(
         >>> round(math.log(1 + 2 / math.e), 4)
         0.5514
     """
-    batch = z_a.shape[0]
-    anchors = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
-    if all_a is None or all_b is None:
-        candidates, total = anchors, batch
-    else:
-        candidates = F.normalize(torch.cat([all_a, all_b]).float(), dim=1)
-        total = all_a.shape[0]
-    logits = anchors @ candidates.T / temperature
-    index = torch.arange(batch, device=anchors.device) + offset
-    own = torch.cat([index, index + total])  # each anchor's own column
-    positive = torch.cat([index + total, index])
-    rows = torch.arange(2 * batch, device=anchors.device)
-    logits[rows, own] = float("-inf")
-    per_view = F.cross_entropy(logits, positive, reduction="none")
-    return (per_view[:batch] + per_view[batch:]) / 2
+    per_view = nt_xent_per_view(z_a, z_b, temperature, all_a, all_b, offset)
+    return (per_view[0] + per_view[1]) / 2
 
 
 @full_precision

@@ -172,11 +172,14 @@ class MoCo(Method):
         queries_a = self.projection_head(features_a)
         _, keys_b = self.encode_keys(view_b)
         loss = info_nce_per_sample(queries_a, keys_b, negatives, self.temperature)
+        view_losses = None
         if self.symmetric:
             features_b = self._encode(self.backbone, view_b)
             queries_b = self.projection_head(features_b)
             _, keys_a = self.encode_keys(view_a)
-            loss = (loss + info_nce_per_sample(queries_b, keys_a, negatives, self.temperature)) / 2
+            loss_ba = info_nce_per_sample(queries_b, keys_a, negatives, self.temperature)
+            view_losses = torch.stack([loss.detach(), loss_ba.detach()])
+            loss = (loss + loss_ba) / 2
         else:
             features_b = self._encode(partial(without_side_effects, self.backbone), view_b)
             queries_b = without_side_effects(self.projection_head, features_b)
@@ -185,6 +188,7 @@ class MoCo(Method):
             loss=loss,
             features=torch.stack([features_a.detach(), features_b.detach()]),
             projections=torch.stack([queries_a.detach(), queries_b.detach()]),
+            view_losses=view_losses,
         )
 
     @torch.no_grad()

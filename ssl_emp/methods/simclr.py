@@ -10,7 +10,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from ssl_emp.collectives import gather_rows_with_grad, gathered_sizes, is_distributed
 from ssl_emp.data.augment import ViewAugmentation
 from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
-from ssl_emp.methods.losses import nt_xent_per_sample
+from ssl_emp.methods.losses import nt_xent_per_view
 from ssl_emp.models.backbones import Backbone
 
 if TYPE_CHECKING:
@@ -75,12 +75,13 @@ class SimCLR(Method):
             sizes = gathered_sizes(len(z_a), device=z_a.device)
             all_a, offset = gather_rows_with_grad(z_a, sizes)
             all_b, _ = gather_rows_with_grad(z_b, sizes)
-            loss = nt_xent_per_sample(z_a, z_b, self.temperature, all_a, all_b, offset)
+            per_view = nt_xent_per_view(z_a, z_b, self.temperature, all_a, all_b, offset)
         else:
-            loss = nt_xent_per_sample(z_a, z_b, temperature=self.temperature)
+            per_view = nt_xent_per_view(z_a, z_b, temperature=self.temperature)
         batch = images.shape[0]
         return MethodOutput(
-            loss=loss,
+            loss=(per_view[0] + per_view[1]) / 2,  # nt_xent_per_sample
+            view_losses=per_view.detach(),
             features=features.detach().view(2, batch, -1),
             projections=projections.detach().view(2, batch, -1),
         )

@@ -26,6 +26,8 @@ from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
 from ssl_emp.neighbours import IvfSearch
 from ssl_emp.pruning.memory import batch_memory, supervised_memory
 from ssl_emp.pruning.memory_bank import BankMemory, choose_bank_layout
+from ssl_emp.pruning.pruner import score_kind
+from ssl_emp.pruning.scores import SCORES
 
 if TYPE_CHECKING:
     from ssl_emp.config import Config
@@ -49,10 +51,11 @@ class MemoryEstimator:
 
     def end_epoch(
         self, epoch: int, method: Method, data: ImageData, batch_size: int
-    ) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        """After ``epoch`` (0-based) was trained: every sample's new memory term (or None to
-        keep the recorded ones) and statistics for the metrics."""
-        return None, {}
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """After ``epoch`` (0-based) was trained: new values of whole score-table columns
+        (``memory``, ``prototype_distance``; none to keep the recorded ones) and statistics
+        for the metrics."""
+        return {}, {}
 
     def state_dict(self) -> dict[str, Any] | None:
         """What a checkpoint must hold (None: stateless)."""
@@ -123,6 +126,8 @@ class FeatureBank(MemoryEstimator):
         refresh_every: re-embed every sample after every n-th epoch (0 = never).
         labels: labels for the kNN label-agreement diagnostic (never in scores).
         seed: seed of the refresh's views (a stream of its own, see :meth:`refresh`).
+        prototypes: also give every sample's distance to its nearest k-means centroid (the
+            prototypicality score).
     """
 
     def __init__(
@@ -132,9 +137,10 @@ class FeatureBank(MemoryEstimator):
         refresh_every: int = 0,
         labels: torch.Tensor | None = None,
         seed: int = 0,
+        prototypes: bool = False,
     ) -> None:
         self.bank, self.layer, self.refresh_every, self.labels = bank, layer, refresh_every, labels
-        self.seed = seed
+        self.seed, self.prototypes = seed, prototypes
 
     def observe(self, batch: GlobalBatch, output: MethodOutput) -> None:
         features = output.layer(self.layer)
@@ -167,13 +173,13 @@ class FeatureBank(MemoryEstimator):
 
     def end_epoch(
         self, epoch: int, method: Method, data: ImageData, batch_size: int
-    ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         started = time.perf_counter()
         if self.refresh_every and (epoch + 1) % self.refresh_every == 0:
             self.refresh(method, data, batch_size, epoch=epoch)
-        memory, stats = self.bank.compute(labels=self.labels)
+        columns, stats = self.bank.compute_columns(labels=self.labels, prototypes=self.prototypes)
         stats["bank_pass_s"] = time.perf_counter() - started
-        return memory, stats
+        return columns, stats
 
     def state_dict(self) -> dict[str, Any] | None:
         return self.bank.state_dict()
@@ -221,4 +227,5 @@ def build_estimator(
         refresh_every=memory.refresh_every,
         labels=data.labels,
         seed=config.seed,
+        prototypes=SCORES[score_kind(config.pruning)].needs_bank,
     )

@@ -166,20 +166,40 @@ class BankMemory:
         positive = (first * second).sum(dim=-1)
         return positive, F.normalize(first + second, dim=-1)
 
-    @full_precision
     def compute(self, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """Memory term of every sample (NaN where nothing was written yet) and diagnostics.
 
         Args:
             labels: optional labels for the kNN label-agreement diagnostic (never in scores).
         """
+        columns, stats = self.compute_columns(labels=labels)
+        return columns["memory"], stats
+
+    @full_precision
+    def compute_columns(
+        self, labels: torch.Tensor | None = None, prototypes: bool = False
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The pass: every sample's memory term (and, with ``prototypes``, its distance
+        ``1 - cos`` to the nearest k-means centroid of the representatives), NaN where
+        nothing was written yet, and diagnostics.
+
+        The centroids are the approximate search's cells (:class:`IvfSearch`), trained on the
+        written representatives with the same cadence and seed, whichever search runs.
+
+        Args:
+            labels: optional labels for the kNN label-agreement diagnostic (never in scores).
+            prototypes: also compute the prototype distances.
+        """
         memory = torch.full(
             (len(self.written),), float("nan"), dtype=torch.float32, device=self.device
         )
+        columns = {"memory": memory}
+        if prototypes:
+            columns["prototype_distance"] = memory.clone()
         rows = self.written.nonzero().squeeze(1)
         k = min(self.k, len(rows) - 1)
         if k < 1:
-            return memory, {}
+            return columns, {}
         positive, representatives = self.frame(rows)
         similarities, neighbours, method = self._neighbours(representatives, k + 1)
         # drop each row's own entry (normally first; with exact duplicates anywhere)
@@ -196,13 +216,21 @@ class BankMemory:
         if method == "ivf":  # exact passes keep the record they always had
             stats["bank_ivf_cells"] = self.ivf.cells_for(len(rows))
             stats["bank_ivf_exact_fallbacks"] = self.ivf.last_exact_fallbacks
+        if prototypes:
+            if method != "ivf":  # the search trained no cells this pass
+                self.ivf.fit(representatives)
+            similarity = self.ivf.nearest_centroid_similarity(representatives)
+            distance = (1.0 - similarity).to(self.device)
+            columns["prototype_distance"][rows] = distance
+            stats["prototype_distance_mean"] = float(distance.mean())
+            stats["prototype_cells"] = self.ivf.cells_for(len(rows))
         if labels is not None:
             own = labels.to(rows.device)[rows]
             neighbour_labels = own[neighbours.to(rows.device)]
             stats["bank_knn_label_agreement"] = float(
                 (neighbour_labels == own[:, None]).float().mean()
             )
-        return memory, stats
+        return columns, stats
 
     def approximate(self, rows: int) -> bool:
         """Whether a search over ``rows`` rows is approximate (ivf) under ``search_mode``."""

@@ -26,7 +26,8 @@ from ssl_emp.data.batch import GlobalBatch
 from ssl_emp.errors import NonFiniteLossError, UserInputError
 from ssl_emp.pruning.accounting import gini
 from ssl_emp.pruning.policies import POLICIES, Policy, SelectionRequest
-from ssl_emp.pruning.score_table import ScoreTable, combine_scores
+from ssl_emp.pruning.score_table import ScoreTable
+from ssl_emp.pruning.scores import SCORES, Score, ScoreInputs, orient
 from ssl_emp.pruning.selection import Selection, keep_count, ucb_values
 
 if TYPE_CHECKING:
@@ -66,12 +67,7 @@ class Pruner:
         seed: int,
         device: torch.device | str = "cpu",
     ) -> None:
-        limit = POLICIES[config.policy].max_rate
-        if limit is not None and config.rate > limit[0]:
-            raise UserInputError(
-                f"pruning.rate={config.rate} is too high for {config.policy}: {limit[1]}; use "
-                f"pruning.rate<={limit[0]}"
-            )
+        check_pruning_options(config)
         self.config = config
         self.num_samples = num_samples
         self.epochs = epochs
@@ -81,6 +77,7 @@ class Pruner:
         self.weights = torch.ones(num_samples, device=self.device)
         self.last_stats: dict[str, Any] = {}
         self.last_losses: torch.Tensor | None = None
+        self.policy_state: dict[str, Any] = {}  # what a policy keeps between epochs (SCAN)
 
     @property
     def policy(self) -> Policy:
@@ -89,10 +86,18 @@ class Pruner:
 
     @property
     def score_kind(self) -> str:
-        """``emp`` when the memory term enters the score, else ``loss``."""
-        if self.config.score is not None:
-            return self.config.score
-        return self.policy.default_score
+        """The name of what is ranked (``loss``, ``emp``, ``prototypicality``)."""
+        return score_kind(self.config)
+
+    @property
+    def score(self) -> Score:
+        """What is ranked (see :data:`~ssl_emp.pruning.scores.SCORES`)."""
+        return SCORES[self.score_kind]
+
+    @property
+    def direction(self) -> str:
+        """Which end of the ranking is kept: ``hard`` (highest) or ``easy`` (lowest)."""
+        return direction(self.config)
 
     @property
     def keep(self) -> int:
@@ -106,6 +111,9 @@ class Pruner:
             return True
         if epoch >= self.epochs - math.ceil(config.anneal * self.epochs - 1e-9):
             return True
+        full_at = self.policy.full_at
+        if full_at is not None and full_at(epoch - config.warmup_epochs, config.scan_cycle):
+            return True
         # InfoBatch's release code prunes while its 1-based epoch count is <= delta * E, i.e.
         # 0-based epochs e < floor(delta * E); the rest train on all data
         return self.policy.full_from_delta and epoch + 1 > config.delta * self.epochs
@@ -114,7 +122,7 @@ class Pruner:
         return np.random.default_rng([self.seed, epoch, 0xE3])
 
     def scores(self, use_history: bool = False) -> np.ndarray:
-        """The current score of every sample (``+inf`` = unseen), as used by the rule.
+        """The current score of every sample (``+inf`` = unseen), highest = hardest.
 
         Args:
             use_history: rank by the UCB value of the loss history instead of the latest loss.
@@ -128,10 +136,12 @@ class Pruner:
                 table.observations.cpu().numpy(),
                 self.config.ucb_c,
             )
-        if self.score_kind == "loss":
-            return loss
-        memory = table.memory.double().cpu().numpy()
-        return combine_scores(loss, memory, self.config.beta, self.config.combine)
+        return self.score.compute(ScoreInputs(loss=loss, table=table, config=self.config))
+
+    def oriented_scores(self, use_history: bool = False) -> np.ndarray:
+        """:meth:`scores` turned so that the rule keeps the highest (negated for
+        ``direction=easy``; unseen samples stay first)."""
+        return orient(self.scores(use_history), self.direction)
 
     def ranking_scores(self) -> np.ndarray:
         """The values the policy ranks (UCB: the upper confidence bound of the history)."""
@@ -148,15 +158,23 @@ class Pruner:
     def _choose(self, epoch: int) -> tuple[Selection, np.ndarray | None]:
         if self.is_full_epoch(epoch):
             return Selection(np.arange(self.num_samples)), None
+        config = self.config
         request = SelectionRequest(
             num_samples=self.num_samples,
             keep=self.keep,
-            rate=self.config.rate,
-            eps=self.config.eps,
+            rate=config.rate,
+            eps=config.eps,
             rng=self._rng(epoch),
-            scores=self.scores,
+            scores=self.oriented_scores,
+            pruned_epoch=epoch - config.warmup_epochs,
+            view_losses=lambda: self.table.view_loss.double().cpu().numpy(),
+            memo=self.policy_state,
+            scan_cycle=config.scan_cycle,
+            scan_ill_share=config.scan_ill_share,
         )
-        return self.policy.rule(request)
+        selection, ranked = self.policy.rule(request)
+        # the statistics describe the scores themselves, not their orientation
+        return selection, None if ranked is None else orient(ranked, self.direction)
 
     def select(self, epoch: int) -> torch.Tensor:
         """The sample indices to train in ``epoch`` (sorted), on the table's device.
@@ -170,6 +188,7 @@ class Pruner:
         if selection.weights is not None:
             self.weights[kept] = torch.from_numpy(selection.weights).float().to(self.device)
         self.last_stats = self._selection_stats(epoch, selection.indices, scores)
+        self.last_stats.update(selection.stats)
         return kept
 
     def step(
@@ -179,6 +198,7 @@ class Pruner:
         memory: torch.Tensor | None = None,
         *,
         epoch: int,
+        view_losses: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Record a trained batch's scores and return the scalar loss to backpropagate.
 
@@ -194,6 +214,9 @@ class Pruner:
             memory: optional memory term per sample: this process's samples, or the whole
                 global batch in gathered order (as an estimator that saw every shard gives it).
             epoch: the epoch being trained (0-based; the age of the scores).
+            view_losses: optional loss of each view order of this process's samples, shape
+                (2, B_local), for policies that read them (SCAN); None records
+                ``per_sample_loss`` for both.
 
         Returns:
             ``mean(weight_i * loss_i)`` over this process's samples: the plain mean unless
@@ -224,7 +247,16 @@ class Pruner:
             memory = all_gather_rows(memory.detach(), batch.sizes)
         if memory is not None:
             memory = memory.to(self.device)
-        self.table.record(batch.gathered.to(self.device), losses.to(self.device), memory, epoch)
+        if view_losses is not None:  # (2, B_local) -> (B, 2) in gathered order
+            view_losses = all_gather_rows(view_losses.detach().float().T, batch.sizes)
+            view_losses = view_losses.to(self.device)
+        self.table.record(
+            batch.gathered.to(self.device),
+            losses.to(self.device),
+            memory,
+            epoch,
+            view_losses=view_losses,
+        )
         self.last_losses = losses
         weights = self.weights[batch.local.to(self.device)]
         return (weights.to(local_loss.device, local_loss.dtype) * local_loss).mean()
@@ -232,6 +264,12 @@ class Pruner:
     def set_memory(self, memory: torch.Tensor) -> None:
         """Replace every sample's memory term (an estimator that re-scores all samples)."""
         self.table.set_memory(memory.to(self.device))
+
+    def set_columns(self, columns: dict[str, torch.Tensor]) -> None:
+        """Replace whole columns of the table (``memory``, ``prototype_distance``), as an
+        estimator's end-of-epoch pass gives them."""
+        for name, values in columns.items():
+            self.table.set_column(name, values.to(self.device))
 
     def _selection_stats(
         self, epoch: int, kept: np.ndarray, scores: np.ndarray | None
@@ -279,6 +317,7 @@ class Pruner:
             "table": self.table.state_dict(),
             "weights": self.weights,
             "last_stats": dict(self.last_stats),
+            "policy_state": dict(self.policy_state),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,3 +325,47 @@ class Pruner:
         self.table.load_state_dict(state["table"])
         self.weights.copy_(state["weights"])
         self.last_stats = dict(state.get("last_stats", {}))
+        self.policy_state = dict(state.get("policy_state", {}))
+
+
+def score_kind(config: PruningConfig) -> str:
+    """What ``config`` ranks: ``pruning.score``, else the policy's default."""
+    return config.score or POLICIES[config.policy].default_score
+
+
+def direction(config: PruningConfig) -> str:
+    """Which end ``config`` keeps: ``pruning.direction``, else the policy's default."""
+    return config.direction or POLICIES[config.policy].default_direction
+
+
+def check_pruning_options(config: PruningConfig) -> None:
+    """Refuse combinations of the ``pruning`` keys that no rule can honour, in one line each.
+
+    Raises:
+        UserInputError: a rate above the policy's limit, a direction for a policy that ranks
+            nothing, or a score the policy cannot rank.
+    """
+    policy = POLICIES[config.policy]
+    limit = policy.max_rate
+    if limit is not None and config.rate > limit[0]:
+        raise UserInputError(
+            f"pruning.rate={config.rate} is too high for {config.policy}: {limit[1]}; use "
+            f"pruning.rate<={limit[0]}"
+        )
+    ranking = ", ".join(name for name, other in POLICIES.items() if other.ranks_scores)
+    if direction(config) != policy.default_direction and not policy.ranks_scores:
+        raise UserInputError(
+            f"pruning.direction={config.direction} applies to the policies that keep one end "
+            f"of a score ranking ({ranking}), not {config.policy}; drop pruning.direction"
+        )
+    kind = score_kind(config)
+    if SCORES[kind].needs_bank and not policy.ranks_scores:
+        raise UserInputError(
+            f"pruning.score={kind} is ranked by {ranking}, not {config.policy}; choose one of "
+            "those policies"
+        )
+    if policy.needs_view_losses and kind != "loss":
+        raise UserInputError(
+            f"pruning.policy={config.policy} ranks the per-sample loss of each view order; "
+            f"drop pruning.score={kind}"
+        )

@@ -1,8 +1,10 @@
 """The per-sample score table (docs/design.md, 2.4) and the EMP score built from it.
 
-Per sample it keeps the latest loss and memory term, an EMA mean and variance of the loss
-(for UCB), how often the sample was trained and the epoch it was last seen. Unseen samples
-have loss ``+inf`` and so rank first; an unknown memory term is NaN.
+Per sample it keeps the latest loss (and the latest loss of each view order, for SCAN) and
+memory term, the distance to the nearest prototype (for the prototypicality score), an EMA
+mean and variance of the loss (for UCB), how often the sample was trained and the epoch it was
+last seen. Unseen samples have loss ``+inf`` and so rank first; an unknown memory term or
+distance is NaN.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class ScoreTable:
         self.ema = ema
         self.loss = torch.full((num_samples,), float("inf"), device=device)
         self.memory = torch.full((num_samples,), float("nan"), device=device)
+        self.view_loss = torch.full((num_samples, 2), float("inf"), device=device)
+        self.prototype_distance = torch.full((num_samples,), float("nan"), device=device)
         self.loss_mean = torch.zeros(num_samples, device=device)
         self.loss_var = torch.zeros(num_samples, device=device)
         self.observations = torch.zeros(num_samples, dtype=torch.long, device=device)
@@ -71,8 +75,18 @@ class ScoreTable:
         loss: torch.Tensor,
         memory: torch.Tensor | None,
         epoch: int,
+        view_losses: torch.Tensor | None = None,
     ) -> None:
-        """Record the losses (and memory terms) of the samples ``indices`` trained in ``epoch``."""
+        """Record the losses (and memory terms) of the samples ``indices`` trained in ``epoch``.
+
+        Args:
+            indices: the samples, (B,).
+            loss: their losses, (B,).
+            memory: their memory terms, (B,), or None to keep the recorded ones.
+            epoch: the epoch they were trained in.
+            view_losses: the loss of each view order, (B, 2); None (one loss per sample)
+                records ``loss`` for both.
+        """
         loss = loss.detach().float()
         first = self.observations[indices] == 0
         old_mean = self.loss_mean[indices]
@@ -86,21 +100,33 @@ class ScoreTable:
         self.loss_mean[indices] = new_mean
         self.loss_var[indices] = new_var
         self.loss[indices] = loss
+        per_view = loss[:, None].expand(-1, 2) if view_losses is None else view_losses
+        self.view_loss[indices] = per_view.detach().float()
         if memory is not None:
             self.memory[indices] = memory.detach().float()
         self.observations[indices] += 1
         self.train_count[indices] += 1
         self.last_seen[indices] = epoch
 
+    COLUMNS = ("memory", "prototype_distance")  # set for every sample at epoch ends
+
+    def set_column(self, name: str, values: torch.Tensor) -> None:
+        """Replace a whole per-sample column (an estimator that re-scores every sample)."""
+        if name not in self.COLUMNS:
+            raise ValueError(f"unknown score-table column {name!r}: use one of {self.COLUMNS}")
+        getattr(self, name).copy_(values)
+
     def set_memory(self, memory: torch.Tensor) -> None:
         """Replace every memory term (the bank estimator re-scores all samples)."""
-        self.memory.copy_(memory)
+        self.set_column("memory", memory)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The table's tensors, for checkpoints."""
         names = (
             "loss",
             "memory",
+            "view_loss",
+            "prototype_distance",
             "loss_mean",
             "loss_var",
             "observations",
@@ -110,6 +136,7 @@ class ScoreTable:
         return {name: getattr(self, name) for name in names}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (a checkpoint without the per-view losses or prototype
+        distances, written before they existed, keeps their initial values)."""
         for name, value in state.items():
             getattr(self, name).copy_(value)

@@ -8,7 +8,8 @@ Ties (e.g. unseen samples, all ``+inf``) are broken by a random key from the sam
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +21,12 @@ class Selection:
     Attributes:
         indices: kept sample indices (sorted).
         weights: per-kept-sample loss weight (InfoBatch rescaling), or None for all ones.
+        stats: what the rule reports about its choice (for ``metrics.jsonl``).
     """
 
     indices: np.ndarray
     weights: np.ndarray | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def keep_count(num_samples: int, rate: float) -> int:
