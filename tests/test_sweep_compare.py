@@ -11,8 +11,8 @@ import yaml
 from ssl_emp.cli import main
 from ssl_emp.config import load_config
 from ssl_emp.errors import UserInputError
-from ssl_emp.experiments.compare import collect, compare
-from ssl_emp.experiments.paired import paired_interval
+from ssl_emp.experiments.compare import aggregate, collect, compare
+from ssl_emp.experiments.paired import budget_gap, paired_interval, paired_results
 from ssl_emp.experiments.sweep import find_run_dirs, plan_runs, sweep
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records
@@ -30,6 +30,28 @@ def test_plan_runs_grid() -> None:
         plan_runs(["greedy"], [0.5], [0])
 
 
+def test_plan_runs_direction_axis_and_the_bank_for_prototypes() -> None:
+    runs = plan_runs(
+        ["random", "eps_greedy", "prototypical", "scan"], [0.7], [0], directions=["hard", "easy"]
+    )
+    by_name = {run.name: run.overrides for run in runs}
+    assert list(by_name) == [
+        "random_r0.7_s0",  # ranks nothing: no direction axis
+        "eps_greedy_r0.7_s0",
+        "eps_greedy_r0.7_s0_easy",
+        "prototypical_r0.7_s0_hard",  # easy is its default
+        "prototypical_r0.7_s0",
+        "scan_r0.7_s0",
+    ]
+    assert "pruning.direction=easy" in by_name["eps_greedy_r0.7_s0_easy"]
+    assert "memory.estimator=bank" in by_name["prototypical_r0.7_s0"]
+    assert not any("direction" in item for item in by_name["scan_r0.7_s0"])
+    with pytest.raises(UserInputError, match="unknown direction 'up'"):
+        plan_runs(["topk"], [0.5], [0], directions=["up"])
+    with pytest.raises(UserInputError, match="outside"):
+        plan_runs(["topk"], [0.5, 1.5], [0])
+
+
 def _fabricate_run(
     root: Path,
     name: str,
@@ -40,7 +62,10 @@ def _fabricate_run(
     knn: float,
     visits: int,
     overrides: tuple[str, ...] = (),
+    effective_rate: float | None = None,
 ) -> None:
+    """A finished run directory (2 epochs of 100 samples unless ``effective_rate`` says
+    another full budget) with the given results."""
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     config = load_config(
@@ -60,7 +85,7 @@ def _fabricate_run(
             "loss": 1.0,
             "kept": 10,
             "visits": visits * e // 2,
-            "effective_rate": 1 - visits / 200,
+            "effective_rate": 1 - visits / 200 if effective_rate is None else effective_rate,
             "wall_time_s": 1.5,
             "train_count_gini": 0.2,
             "memory_mean": 0.5,
@@ -217,7 +242,7 @@ def test_paired_comparison_against_the_baseline(tmp_path: Path, capsys) -> None:
     assert rows["random_r0.7_s0"]["probe_top1_vs_baseline"] == "0.0"
     report = (sweep_dir / "report.md").read_text()
     assert "## Paired differences vs random" in report
-    assert "| emp (batch) | 0.7 | probe_top1 | 3 | +2.00 | [-0.48, +4.48] | 3/0/0 |" in report
+    assert "| emp (batch) | 0.7 | 0.7 | probe_top1 | 3 | +2.00 | [-0.48, +4.48] | 3/0/0 |" in report
     assert (sweep_dir / "paired_differences.png").stat().st_size > 1000
     assert main(["compare", str(sweep_dir), "--baseline", "ucb"]) == 2
     assert "--baseline ucb: no run of that policy" in capsys.readouterr().err
@@ -243,9 +268,7 @@ def test_emp_runs_on_two_memory_layers_are_two_variants(tmp_path: Path) -> None:
     out = compare([str(headline), str(projection)], str(tmp_path / "out"), baseline="random")
     with open(out / "paired.csv") as handle:
         paired = {(r["variant"], r["metric"]): r for r in csv.DictReader(handle)}
-    assert float(paired[("emp (batch, backbone)", "probe_top1")]["mean_difference"]) == (
-        pytest.approx(0.01)
-    )
+    assert float(paired[("emp (batch)", "probe_top1")]["mean_difference"]) == (pytest.approx(0.01))
     assert float(paired[("emp (batch, projection)", "probe_top1")]["mean_difference"]) == (
         pytest.approx(-0.01)
     )
@@ -261,7 +284,10 @@ def test_supervised_emp_runs_are_labelled_by_their_memory_term(tmp_path: Path) -
     _fabricate_run(runs, "emp_r0.7_s0", "emp", 0.7, 0, 0.8, 0.7, 80, overrides=supervised)
     _fabricate_run(runs, "emp_ssl_r0.7_s0", "emp", 0.7, 0, 0.8, 0.7, 80)
     variants = {row["run"]: row["variant"] for row in collect(find_run_dirs([str(runs)]))}
-    assert variants == {"emp_r0.7_s0": "emp (prediction)", "emp_ssl_r0.7_s0": "emp (batch)"}
+    assert variants == {
+        "emp_r0.7_s0": "emp (prediction)",
+        "emp_ssl_r0.7_s0": "emp (batch, method simclr)",  # not pooled with the supervised run
+    }
 
 
 def test_paired_interval_with_more_seeds_shrinks_like_the_t_quantile() -> None:
@@ -272,3 +298,73 @@ def test_paired_interval_with_more_seeds_shrinks_like_the_t_quantile() -> None:
     assert high - mean == pytest.approx(2.365 * sd / 8**0.5)  # t(7)
     assert low > 0  # eight consistent wins: the interval excludes zero
     assert paired_interval([0.01]) == (0.01, None, None)
+
+
+def test_runs_whose_configs_differ_are_never_pooled(tmp_path: Path, capsys) -> None:
+    """Two seed-0 runs with 2 and 3 epochs (and batch 64 against 32) used to become one row
+    "seeds 2"; every setting that differs now names its own variant."""
+    runs = tmp_path / "runs"
+    _fabricate_run(runs, "a", "random", 0.7, 0, 0.8, 0.7, 80, ("train.epochs=2",))
+    _fabricate_run(runs, "b", "random", 0.7, 1, 0.8, 0.7, 80, ("train.epochs=2",))
+    _fabricate_run(runs, "c", "random", 0.7, 0, 0.7, 0.7, 80, ("train.epochs=3",))
+    _fabricate_run(
+        runs, "d", "random", 0.7, 0, 0.7, 0.7, 80, ("train.epochs=2", "train.batch_size=32")
+    )
+    # beta is a setting random does not read: it does not split random's runs
+    _fabricate_run(runs, "e", "random", 0.7, 2, 0.8, 0.7, 80, ("train.epochs=2", "pruning.beta=3"))
+    rows = collect(find_run_dirs([str(runs)]))
+    variants = {row["run"]: row["variant"] for row in rows}
+    assert variants == {
+        "a": "random",
+        "b": "random",
+        "c": "random (epochs 3)",
+        "d": "random (batch_size 32)",
+        "e": "random",
+    }
+    summary = {entry["variant"]: entry["seeds"] for entry in aggregate(rows)}
+    assert summary == {"random": 3, "random (epochs 3)": 1, "random (batch_size 32)": 1}
+
+
+def test_a_repeated_seed_is_counted_once(tmp_path: Path, capsys) -> None:
+    first, second = tmp_path / "sweep_a", tmp_path / "sweep_b"
+    _fabricate_run(first, "random_r0.7_s0", "random", 0.7, 0, 0.80, 0.7, 80)
+    _fabricate_run(second, "random_r0.7_s0", "random", 0.7, 0, 0.82, 0.7, 80)
+    _fabricate_run(second, "random_r0.7_s1", "random", 0.7, 1, 0.84, 0.7, 80)
+    rows = collect(find_run_dirs([str(first), str(second)]))
+    assert [entry["seeds"] for entry in aggregate(rows)] == [2]
+    assert [row["probe_top1"] for row in rows] == [0.80, 0.84]  # the first of the repeats
+    assert "repeats" in capsys.readouterr().err
+
+
+def test_budget_matched_pairs_infobatch_and_shorter_full_runs(tmp_path: Path) -> None:
+    """InfoBatch pairs with random at the effective rate it reached, full data for fewer
+    epochs with random at the same number of sample-visits; each with its verdict."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        # 100 samples x 2 epochs: random at 0.7 trains 80 visits (eff. 0.6), at 0.3 130
+        _fabricate_run(runs, f"r7_{seed}", "random", 0.7, seed, 0.80, 0.7, 80)
+        _fabricate_run(runs, f"r3_{seed}", "random", 0.3, seed, 0.81 + seed / 100, 0.7, 130)
+        _fabricate_run(runs, f"ib_{seed}", "infobatch", 0.7, seed, 0.85, 0.7, 131)
+        # full data on 83 samples for 1 epoch: 83 visits, the budget of random at 0.7
+        _fabricate_run(
+            runs, f"full1_{seed}", "full", 0.0, seed, 0.79, 0.7, 83, ("train.epochs=1",), 0.0
+        )
+        # full data for 2 epochs (200 visits): no random run spent that
+        _fabricate_run(runs, f"full2_{seed}", "full", 0.0, seed, 0.9, 0.7, 200)
+    rows = collect(find_run_dirs([str(runs)]))
+    results = {(r.variant, r.metric): r for r in paired_results(rows, "random", ["probe_top1"])}
+    infobatch = results[("infobatch", "probe_top1")]
+    assert infobatch.baseline_rates == (0.3,) and not infobatch.flagged
+    assert infobatch.differences == pytest.approx([0.04, 0.03, 0.02])
+    assert infobatch.verdict == "better"
+    short = results[("full (epochs 1)", "probe_top1")]
+    assert short.baseline_rates == (0.7,) and not short.flagged
+    assert short.differences == pytest.approx([-0.01] * 3) and short.verdict == "worse"
+    assert ("full", "probe_top1") not in results  # no random run spent its budget
+
+
+def test_budget_gap_is_the_effective_rate_gap_for_runs_of_one_length() -> None:
+    base = {"visits": 80, "effective_rate": 0.6}  # 200 = N x E
+    assert budget_gap({"visits": 130, "effective_rate": 0.35}, base) == pytest.approx(0.25)
+    # a run of half the length: 100 visits of N x E' = 100, against the same 200
+    assert budget_gap({"visits": 84, "effective_rate": 0.0}, base) == pytest.approx(0.02)

@@ -76,7 +76,7 @@ def test_study_smoke_run_writes_a_paired_report(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     report = (out / "headline" / "report.md").read_text()
     assert "## Paired differences vs random" in report
-    assert "| emp (batch) | 0.7 | probe_top1 | 2 |" in report
+    assert "| emp (batch) | 0.7 | 0.7 | probe_top1 | 2 |" in report
 
 
 @pytest.mark.slow
@@ -90,8 +90,8 @@ def test_gpu_study_reduced_mode_prints_the_paired_table(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "## Paired differences vs random" in result.stdout
-    assert "| eps_greedy | 0.7 | probe_top1 | 2 |" in result.stdout
-    assert "| emp (batch) | 0.7 | probe_top1 | 2 |" in result.stdout
+    assert "| eps_greedy | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
+    assert "| emp (batch) | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import settings  # noqa: E402
+from study import RULES, settings  # noqa: E402
 
 from ssl_emp.experiments.compare import collect  # noqa: E402
 from ssl_emp.experiments.paired import PairedResult, paired_results  # noqa: E402
@@ -44,7 +44,7 @@ def summarise(root: Path) -> list[str]:
         "| setting | metric | EMP variant | n | vs random | best baseline | vs best baseline |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, setting in settings([0], [0]).items():
+    for name, setting in settings([0], [0], list(RULES)).items():
         folder = root / name
         if not folder.is_dir():
             continue
@@ -81,7 +81,7 @@ def summarise(root: Path) -> list[str]:
 def setting_tables(root: Path) -> list[str]:
     """Each finished setting's per-variant table, copied from its ``report.md``."""
     lines: list[str] = []
-    for name in settings([0], [0]):
+    for name in settings([0], [0], list(RULES)):
         report = root / name / "report.md"
         if not report.is_file():
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ssl_emp.config import config_from_dict, read_yaml
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.paired import (
+    baseline_pairs,
     default_baseline,
     paired_results,
     paired_section,
@@ -41,6 +43,7 @@ from ssl_emp.experiments.plots import (
     plot_train_counts,
 )
 from ssl_emp.experiments.sweep import find_run_dirs
+from ssl_emp.experiments.variants import variant_labels
 from ssl_emp.io import read_jsonl, write_bytes
 from ssl_emp.pruning import POLICIES
 
@@ -80,43 +83,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def variant_name(
-    *,
-    policy: str,
-    score: str,
-    beta: float,
-    estimator: str,
-    layer: str,
-    sweep_betas: bool,
-    sweep_layers: bool,
-) -> str:
-    """Legend label of a run's pruning variant: the policy, plus estimator/beta/layer for EMP.
-
-    Beta and the memory layer are named only when the compared EMP runs differ in them, so the
-    common case stays short ("emp (batch)") while a sweep over either cannot pool two variants.
-    """
-    if score != "emp":
-        return policy
-    label = f"{policy} ({estimator}"
-    if sweep_betas:
-        label += f", beta {beta:g}"
-    if sweep_layers:
-        label += f", {layer}"
-    return label + ")"
-
-
 def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per run with its settings, budget and accuracies."""
     configs = {
         path: config_from_dict(read_yaml(RunDirectory(path).config_path)) for path in run_dirs
     }
-    emp_configs = [
-        c
-        for c in configs.values()
-        if (c.pruning.score or POLICIES[c.pruning.policy].default_score) == "emp"
-    ]
-    sweep_betas = len({c.pruning.beta for c in emp_configs}) > 1
-    sweep_layers = len({c.memory.layer for c in emp_configs}) > 1
+    labels = variant_labels({str(path): config for path, config in configs.items()})
     rows = []
     for path, config in configs.items():
         pruning = config.pruning
@@ -137,15 +109,7 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "dir": str(path),
                 "method": config.method.name,
                 "policy": pruning.policy,
-                "variant": variant_name(
-                    policy=pruning.policy,
-                    score=score,
-                    beta=pruning.beta,
-                    estimator=estimator,
-                    layer=config.memory.layer,
-                    sweep_betas=sweep_betas,
-                    sweep_layers=sweep_layers,
-                ),
+                "variant": labels[str(path)],
                 "rate": 0.0 if POLICIES[pruning.policy].always_full else pruning.rate,
                 "seed": config.seed,
                 "beta": pruning.beta if score == "emp" else None,
@@ -167,16 +131,34 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
             }
         )
     order = {policy: index for index, policy in enumerate(POLICY_ORDER)}
-    return sorted(
-        rows,
+    rows.sort(
         key=lambda row: (
             order.get(row["policy"], len(order)),
-            row["estimator"] or "",
-            row["beta"] or 0.0,
+            row["variant"],
             row["rate"],
             row["seed"],
-        ),
+            row["dir"],
+        )
     )
+    return drop_repeated_seeds(rows)
+
+
+def drop_repeated_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per (variant, rate, seed): two runs with the same settings and seed are the
+    same experiment, so pooling both would count one seed twice. The first (by directory) is
+    kept, and each one left out is named on stderr."""
+    kept: dict[tuple[str, float, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["variant"], row["rate"], row["seed"])
+        if key in kept:
+            print(
+                f"compare: {row['dir']} repeats {kept[key]['dir']} (same settings, seed "
+                f"{row['seed']}); counted once",
+                file=sys.stderr,
+            )
+            continue
+        kept[key] = row
+    return list(kept.values())
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -278,11 +260,12 @@ def write_report(
 
 
 def add_baseline_differences(rows: list[dict[str, Any]], baseline: str | None) -> None:
-    """Each run's accuracy minus the baseline run's of the same rate and seed (per-run columns
-    ``<metric>_vs_baseline`` of ``results.csv``; None where there is no such pair)."""
-    base = {(r["rate"], r["seed"]): r for r in rows if baseline and r["variant"] == baseline}
+    """Each run's accuracy minus its paired baseline run's (same seed and budget, see
+    :func:`~ssl_emp.experiments.paired.matching_baseline`): per-run columns
+    ``<metric>_vs_baseline`` of ``results.csv``; None where there is no such pair."""
+    matched = baseline_pairs(rows, baseline) if baseline else {}
     for row in rows:
-        other = base.get((row["rate"], row["seed"]))
+        other = row if row["variant"] == baseline else matched.get(id(row), (None, False))[0]
         row["baseline"] = baseline
         for metric in ("probe_top1", "knn_top1", "test_top1"):
             difference = None

@@ -2,13 +2,18 @@
 
 Runs with the same seed share their initialisation and augmentation stream, so the difference
 between a variant and the baseline at the same seed removes most of the seed-to-seed noise.
-For every variant and nominal rate this module pairs each run with the baseline run of the
-same rate and seed, and reports the mean paired difference, a 95 % t-interval, and how many
-seeds the variant won, tied or lost.
+For every variant and nominal rate this module pairs each run with a baseline run of the same
+seed that spent the same budget, and reports the mean paired difference, a 95 % t-interval,
+and how many seeds the variant won, tied or lost.
 
-A variant whose effective pruning rate differs from the baseline's by more than
-:data:`RATE_TOLERANCE` spent a different budget (InfoBatch cannot reach every rate): it is
-flagged, and no verdict is given for it.
+The budget is what a run trained, in sample-visits, as a share of the baseline run's full
+budget (N x its epochs): two runs spent the same when those shares differ by at most
+:data:`RATE_TOLERANCE` (for runs of the same length, their effective rates). The baseline run
+of the variant's own nominal rate is taken when it spent the same; otherwise the one of the
+same seed whose budget is closest, if within the tolerance: so InfoBatch and SCAN, which
+cannot reach every rate, are paired with random at the effective rate they reached, and full
+data trained for fewer epochs with random at the same number of visits. A variant with no
+such baseline run is paired with the one of its nominal rate, flagged, and given no verdict.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class PairedResult:
         losses: seeds where the variant is worse by at least :data:`TIE_TOLERANCE`.
         effective_rate: the variant's mean effective rate.
         baseline_effective_rate: the baseline's mean effective rate over the same seeds.
-        flagged: the effective rates differ by more than :data:`RATE_TOLERANCE`.
+        flagged: a pair's budgets differ by more than :data:`RATE_TOLERANCE`.
+        baseline_rates: the nominal rates of the baseline runs paired (the variant's own
+            unless it was paired by budget).
     """
 
     variant: str
@@ -82,6 +89,7 @@ class PairedResult:
     effective_rate: float
     baseline_effective_rate: float
     flagged: bool
+    baseline_rates: tuple[float, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -119,23 +127,69 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def budget_gap(run: dict[str, Any], baseline: dict[str, Any]) -> float:
+    """How far apart two runs' budgets are, as a share of the baseline's full budget:
+    ``|visits - baseline visits| / (N x baseline epochs)`` (N x epochs is
+    ``visits / (1 - effective_rate)``); for runs of the same length, the gap between their
+    effective rates."""
+    full = baseline["visits"] / max(1.0 - baseline["effective_rate"], 1e-12)
+    return abs(run["visits"] - baseline["visits"]) / max(full, 1e-12)
+
+
+def _budget_known(row: dict[str, Any]) -> bool:
+    return row.get("visits") is not None and row.get("effective_rate") is not None
+
+
+def matching_baseline(
+    run: dict[str, Any], candidates: list[dict[str, Any]]
+) -> tuple[dict[str, Any] | None, bool]:
+    """The baseline run to pair ``run`` with among ``candidates`` (same seed), and whether the
+    pair is flagged: the one of the same nominal rate when it spent the same budget, else the
+    closest budget within :data:`RATE_TOLERANCE`, else the same rate's, flagged."""
+    same_rate = next((c for c in candidates if c["rate"] == run["rate"]), None)
+    if not _budget_known(run):
+        return same_rate, False
+    known = [c for c in candidates if _budget_known(c)]
+    if same_rate in known and budget_gap(run, same_rate) <= RATE_TOLERANCE:
+        return same_rate, False
+    closest = min(known, key=lambda c: budget_gap(run, c), default=None)
+    if closest is not None and budget_gap(run, closest) <= RATE_TOLERANCE:
+        return closest, False
+    return same_rate, same_rate is not None
+
+
+def baseline_pairs(
+    rows: list[dict[str, Any]], baseline: str
+) -> dict[int, tuple[dict[str, Any], bool]]:
+    """For every run that is not the baseline, ``id(run) -> (baseline run, flagged)`` (see
+    :func:`matching_baseline`); runs without a baseline run of their seed are left out."""
+    by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["policy"] == baseline and row["variant"] == baseline:
+            by_seed[row["seed"]].append(row)
+    pairs = {}
+    for row in rows:
+        if row["variant"] == baseline:
+            continue
+        other, flagged = matching_baseline(row, by_seed.get(row["seed"], []))
+        if other is not None:
+            pairs[id(row)] = (other, flagged)
+    return pairs
+
+
 def paired_results(
     rows: list[dict[str, Any]], baseline: str, metrics: list[str]
 ) -> list[PairedResult]:
-    """Every variant against the ``baseline`` policy's runs of the same rate and seed.
+    """Every variant against the ``baseline`` policy's runs of the same seed and budget.
 
     Args:
-        rows: one dict per run (``variant``, ``policy``, ``rate``, ``seed``,
-            ``effective_rate`` and the metrics), as :func:`ssl_emp.experiments.compare.collect`
-            gives them.
+        rows: one dict per run (``variant``, ``policy``, ``rate``, ``seed``, ``visits``,
+            ``effective_rate`` and the metrics), as
+            :func:`ssl_emp.experiments.compare.collect` gives them.
         baseline: the baseline's policy name (its variant label is the policy).
         metrics: the accuracy columns to compare.
     """
-    base = {
-        (row["rate"], row["seed"]): row
-        for row in rows
-        if row["policy"] == baseline and row["variant"] == baseline
-    }
+    matched = baseline_pairs(rows, baseline)
     groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row["variant"] != baseline:
@@ -144,24 +198,24 @@ def paired_results(
     for (variant, rate), members in groups.items():
         for metric in metrics:
             pairs = [
-                (row, base[(rate, row["seed"])])
+                (row, matched[id(row)][0], matched[id(row)][1])
                 for row in members
-                if (rate, row["seed"]) in base
+                if id(row) in matched
                 and row[metric] is not None
-                and base[(rate, row["seed"])][metric] is not None
+                and matched[id(row)][0][metric] is not None
             ]
             if not pairs:
                 continue
-            differences = [row[metric] - other[metric] for row, other in pairs]
+            differences = [row[metric] - other[metric] for row, other, _ in pairs]
             mean, low, high = paired_interval(differences)
-            effective = _mean([row["effective_rate"] or 0.0 for row, _ in pairs])
-            baseline_effective = _mean([other["effective_rate"] or 0.0 for _, other in pairs])
+            effective = _mean([row["effective_rate"] or 0.0 for row, _, _ in pairs])
+            baseline_effective = _mean([other["effective_rate"] or 0.0 for _, other, _ in pairs])
             results.append(
                 PairedResult(
                     variant=variant,
                     rate=rate,
                     metric=metric,
-                    seeds=[row["seed"] for row, _ in pairs],
+                    seeds=[row["seed"] for row, _, _ in pairs],
                     differences=differences,
                     mean=mean,
                     ci_low=low,
@@ -171,7 +225,8 @@ def paired_results(
                     losses=sum(d <= -TIE_TOLERANCE for d in differences),
                     effective_rate=effective,
                     baseline_effective_rate=baseline_effective,
-                    flagged=abs(effective - baseline_effective) > RATE_TOLERANCE,
+                    flagged=any(flagged for _, _, flagged in pairs),
+                    baseline_rates=tuple(sorted({other["rate"] for _, other, _ in pairs})),
                 )
             )
     return results
@@ -189,6 +244,7 @@ PAIRED_COLUMNS = [
     "rate",
     "metric",
     "baseline",
+    "baseline_rate",
     "n",
     "mean_difference",
     "ci_low",
@@ -214,6 +270,7 @@ def write_paired_csv(results: list[PairedResult], baseline: str, path: Path) -> 
                 "rate": result.rate,
                 "metric": result.metric,
                 "baseline": baseline,
+                "baseline_rate": ";".join(f"{rate:g}" for rate in result.baseline_rates),
                 "n": len(result.seeds),
                 "mean_difference": result.mean,
                 "ci_low": "" if result.ci_low is None else result.ci_low,
@@ -234,22 +291,25 @@ def paired_section(results: list[PairedResult], baseline: str) -> list[str]:
     lines = [
         f"## Paired differences vs {baseline}",
         "",
-        f"Each run minus the `{baseline}` run of the same rate and seed, in points; mean and "
-        "95 % t-interval over seeds; W/T/L = seeds won, tied (within 0.05 points), lost. A "
-        "variant whose effective rate differs from the baseline's by more than 0.02 spent "
-        "another budget and gets no verdict.",
+        f"Each run minus the `{baseline}` run of the same seed that spent the same budget "
+        "(sample-visits within 0.02 of the baseline's full budget: the same nominal rate where "
+        "that holds, else the rate given in the baseline column), in points; mean and 95 % "
+        "t-interval over seeds; W/T/L = seeds won, tied (within 0.05 points), lost. A variant "
+        f"with no `{baseline}` run of its budget is paired at its nominal rate and gets no "
+        "verdict.",
         "",
-        "| variant | rate | metric | n | mean difference | 95 % interval | W/T/L | "
-        "effective rate (baseline) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| variant | rate | {baseline} at | metric | n | mean difference | 95 % interval | "
+        "W/T/L | effective rate (baseline) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         interval = (
             "-" if r.ci_low is None else f"[{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}]"  # type: ignore[operator]
         )
+        at = ", ".join(f"{rate:g}" for rate in r.baseline_rates)
         lines.append(
-            f"| {r.variant} | {r.rate:g} | {r.metric} | {len(r.seeds)} | {100 * r.mean:+.2f} | "
-            f"{interval} | {r.wins}/{r.ties}/{r.losses} | {r.effective_rate:.3f} "
-            f"({r.baseline_effective_rate:.3f}) | {r.verdict} |"
+            f"| {r.variant} | {r.rate:g} | {at} | {r.metric} | {len(r.seeds)} | "
+            f"{100 * r.mean:+.2f} | {interval} | {r.wins}/{r.ties}/{r.losses} | "
+            f"{r.effective_rate:.3f} ({r.baseline_effective_rate:.3f}) | {r.verdict} |"
         )
     return [*lines, ""]
