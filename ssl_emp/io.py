@@ -1,6 +1,9 @@
 """Crash-safe file writes: a temporary file, flush and fsync, then an atomic rename.
 
-A run killed at any moment leaves either the old file or the new one, never half of one.
+A run killed at any moment leaves either the old file or the new one, never half of one. A
+write that the system refuses (a full disk, a read-only file system, a path under a regular
+file) raises :class:`WriteError`, a one-line :class:`~ssl_emp.errors.UserInputError` naming the
+path, after removing the partial temporary file.
 """
 
 from __future__ import annotations
@@ -15,24 +18,60 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
+from ssl_emp.errors import UserInputError
+
 DEFAULT_FILE_MODE = 0o644
 
 
+class WriteError(UserInputError):
+    """The system refused a write (disk full, read-only, not a directory); nothing was left
+    half-written.
+
+    Attributes:
+        path: the file that could not be written.
+    """
+
+    def __init__(self, path: Path, error: OSError, hint: str = "") -> None:
+        self.path, self.error = path, error
+        reason = error.strerror or type(error).__name__
+        super().__init__(
+            f"could not write {path} ({reason}); free space or choose a writable location, "
+            f"then run the command again{hint} (nothing was half-written)"
+        )
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write(handle)`` on a temporary file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else DEFAULT_FILE_MODE
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call ``write(handle)`` on a temporary file next to ``path`` and rename it into place.
+
+    Raises:
+        WriteError: the system refused the write; ``path`` is as it was.
+    """
+    temporary: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else DEFAULT_FILE_MODE
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fchmod(stream.fileno(), mode)  # mkstemp creates 0600; results are for sharing
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteError(path, error) from None
         raise
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`WriteError` now if ``path`` could not be written (a probe file next to
+    it is created and removed), so a long computation does not end in a failed write."""
+    atomic_write(path.parent / f".{path.name}.probe", lambda stream: stream.write(b""))
+    (path.parent / f".{path.name}.probe").unlink(missing_ok=True)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -59,11 +98,18 @@ def write_yaml(path: Path, payload: dict[str, Any]) -> None:
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync it (a line is written whole or, on a crash, not at all
-    as far as readers of complete lines are concerned)."""
-    with open(path, "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(record, sort_keys=True) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
+    as far as readers of complete lines are concerned).
+
+    Raises:
+        WriteError: the system refused the write (a torn line is ignored by :func:`read_jsonl`).
+    """
+    try:
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record, sort_keys=True) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+    except OSError as error:
+        raise WriteError(path, error) from None
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

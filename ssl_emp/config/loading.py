@@ -148,7 +148,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"config file {path} does not exist; pass an existing YAML file")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserInputError(
+            f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+            f"offset {error.start}); save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise UserInputError(f"cannot read config file {path} ({error.strerror})") from None
+    try:
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

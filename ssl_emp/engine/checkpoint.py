@@ -1,8 +1,14 @@
-"""Epoch checkpoints: written atomically, the last two kept, corrupt ones named clearly."""
+"""Epoch checkpoints: written atomically, the last two kept, corrupt ones named clearly.
+
+Names count epochs from 1, as every message does: ``epoch_0003.pt`` is written when epoch 3
+ends, ``epoch_0004_step_00000123.pt`` inside epoch 4 after optimizer step 123. They are
+ordered by training time (a mid-epoch checkpoint of epoch 4 before the end of epoch 4).
+"""
 
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -10,23 +16,36 @@ from typing import Any
 import torch
 
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import atomic_write
+from ssl_emp.io import WriteError, atomic_write
 
 CHECKPOINT_FORMAT = 1
 KEEP_LAST = 2
 
 
+NAME = re.compile(r"epoch_(\d+)(?:_step_(\d+))?\.pt")
+
+
 def checkpoint_path(directory: Path, epoch: int, step: int | None = None) -> Path:
-    """Path of the checkpoint after ``epoch`` completed epochs (and ``step`` optimizer steps
-    when written inside the next epoch). Names sort in training order."""
+    """Path of the checkpoint after ``epoch`` completed epochs, or, with ``step``, inside the
+    next epoch after ``step`` optimizer steps; named with the 1-based epoch it ends (or is
+    in)."""
     if step is None:
         return directory / f"epoch_{epoch:04d}.pt"
-    return directory / f"epoch_{epoch:04d}_step_{step:08d}.pt"
+    return directory / f"epoch_{epoch + 1:04d}_step_{step:08d}.pt"
+
+
+def _training_order(path: Path) -> tuple[int, int, int]:
+    """(epoch, 0 inside it / 1 at its end, step): the order checkpoints were written in."""
+    match = NAME.fullmatch(path.name)
+    assert match is not None
+    epoch, step = match.groups()
+    return (int(epoch), 0 if step is not None else 1, int(step or 0))
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
     """Checkpoints in ``directory``, oldest first."""
-    return sorted(directory.glob("epoch_*.pt"))
+    found = [path for path in directory.glob("epoch_*.pt") if NAME.fullmatch(path.name)]
+    return sorted(found, key=_training_order)
 
 
 def save_checkpoint(
@@ -34,7 +53,13 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write ``payload`` (see :func:`checkpoint_path`) and keep only the last two."""
     path = checkpoint_path(directory, epoch, step)
-    atomic_write(path, lambda stream: torch.save({"format": CHECKPOINT_FORMAT, **payload}, stream))
+    try:
+        atomic_write(
+            path, lambda stream: torch.save({"format": CHECKPOINT_FORMAT, **payload}, stream)
+        )
+    except WriteError as problem:
+        hint = "; --resume then continues from the last checkpoint that was written"
+        raise WriteError(path, problem.error, hint=hint) from None
     for old in list_checkpoints(directory)[:-KEEP_LAST]:
         old.unlink(missing_ok=True)
     return path

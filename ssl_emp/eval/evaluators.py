@@ -12,7 +12,7 @@ from ssl_emp.data import ImageData
 from ssl_emp.eval.knn import knn_accuracy
 from ssl_emp.eval.loading import load_run_for_evaluation
 from ssl_emp.eval.probe import linear_probe
-from ssl_emp.io import write_json
+from ssl_emp.io import WriteError, check_writable, write_json
 
 
 class EvaluationResult(Protocol):
@@ -79,6 +79,12 @@ def evaluate_run(
         overrides: ``eval.*`` (or ``train.device``/``train.threads``) overrides.
     """
     run, config, train, test, backbone = load_run_for_evaluation(run_dir, overrides)
+    destination = run.result_path(evaluator.name)
+    check_writable(destination)  # before the evaluation, not after it
     result = evaluator.evaluate(backbone, train, test, config)
-    write_json(run.result_path(evaluator.name), result.to_dict())
+    try:
+        write_json(destination, result.to_dict())
+    except WriteError as problem:  # the evaluation is not lost: its result is in the message
+        hint = f"; the result was top1 {100 * result.top1:.2f} %"
+        raise WriteError(destination, problem.error, hint=hint) from None
     return result
