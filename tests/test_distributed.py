@@ -202,7 +202,7 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: P
     with pytest.raises(mp.ProcessRaisedException, match="RunPreempted: stopped by"):
         _spawn(tmp_path, [*DDP_OVERRIDES, "train.epochs=2"], stop_rank=1)
     names = [p.name for p in list_checkpoints(tmp_path / "ddp" / "checkpoints")]
-    assert names[-1] == "epoch_0000_step_00000004.pt"  # 6 steps per epoch: inside epoch 1
+    assert names[-1] == "epoch_0001_step_00000004.pt"  # 6 steps per epoch: inside epoch 1
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / names[-1], weights_only=False)
     assert checkpoint["state"]["step"] == 4 and len(checkpoint["rng"]) == 2
 

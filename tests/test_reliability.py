@@ -81,7 +81,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
     try:
         while time.monotonic() < deadline:
             names = [p.name for p in list_checkpoints(killed / "checkpoints")]
-            if names and names[-1].startswith("epoch_0004_step_"):  # inside the 5th epoch
+            if names and names[-1].startswith("epoch_0005_step_"):  # inside the 5th epoch
                 os.kill(process.pid, signal.SIGKILL)
                 break
             if process.poll() is not None:
@@ -285,7 +285,7 @@ def test_sigterm_inside_an_epoch_stops_at_that_step_and_resumes_exactly(tmp_path
         stopped.fit()
     assert signal.getsignal(signal.SIGTERM) is handler  # restored
     names = [p.name for p in list_checkpoints(stopped.run.checkpoint_dir)]
-    assert names[-1] == "epoch_0001_step_00000008.pt"
+    assert names[-1] == "epoch_0002_step_00000008.pt"  # inside epoch 2
     resumed = build_trainer(tiny_config_with(tmp_path / "b", *overrides, "run.resume=true"))
     assert resumed.state.epoch_batches_done == 2
     resumed.fit()

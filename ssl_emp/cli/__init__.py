@@ -1,8 +1,10 @@
 """The ``ssl-emp`` command line.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 75 stopped by SIGTERM
-or SIGUSR1 after writing a checkpoint (continue with ``--resume``), 130 interrupted, 1 anything
-else.
+or SIGUSR1 after writing a checkpoint (continue with ``--resume``; under ``torchrun`` every
+process exits 0 instead, because torchrun turns any other code into its own failure, and the
+run directory's ``preempted.json`` says the run stopped), 130 interrupted, 1 anything else.
+Under ``torchrun`` only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -226,18 +228,30 @@ def _run_overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *flags]
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of a ``torchrun`` job (torchrun sets these)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job, or a single process: the one that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen sub-command."""
     if args.command == "pretrain":
         from ssl_emp.experiments.train import pretrain
 
         run = pretrain(load_config(args.config, _run_overrides(args)))
-        print(f"done: {run.path}")
+        if is_main_process():
+            print(f"done: {run.path}")
     elif args.command == "train-supervised":
         from ssl_emp.experiments.train import train_supervised
 
         run = train_supervised(load_config(args.config, _run_overrides(args)))
-        print(f"done: {run.path}")
+        if is_main_process():
+            print(f"done: {run.path}")
     elif args.command in ("linear-probe", "knn"):
         from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
 
@@ -302,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         args.overrides = [*args.overrides, *extras]
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 reports
+    main_rank = is_main_process()  # under torchrun rank 0 reports
     try:
         return dispatch(args)
     except UserInputError as error:
@@ -316,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunPreempted as message:
         if main_rank:
             print(f"ssl-emp: {message}", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
+        # torchrun reports any non-zero exit as its own failure (exit 1 and a traceback), so
+        # its ranks exit 0 and preempted.json is the sign to requeue on
+        return 0 if launched_by_torchrun() else PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print("ssl-emp: interrupted; resume with --resume", file=sys.stderr)
         return 130

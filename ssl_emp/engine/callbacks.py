@@ -17,6 +17,7 @@ import torch
 
 from ssl_emp.collectives import all_gather_objects
 from ssl_emp.engine.checkpoint import load_latest_checkpoint, save_checkpoint
+from ssl_emp.engine.run_dir import resume_command
 from ssl_emp.engine.seeding import capture_rng_state, restore_rng_state
 from ssl_emp.engine.state import EpochRecord, TrainState
 from ssl_emp.errors import UserInputError
@@ -60,7 +61,7 @@ class Checkpointer(Callback):
         run, config, context = trainer.run, trainer.config, trainer.context
         found = load_latest_checkpoint(run.checkpoint_dir)
         if found is None:
-            trainer.log(f"no checkpoint in {run.checkpoint_dir} yet; starting from epoch 0")
+            trainer.log(f"no checkpoint in {run.checkpoint_dir} yet; starting at epoch 1")
             return
         path, payload = found
         if payload.get("method") != config.method.name:
@@ -83,7 +84,15 @@ class Checkpointer(Callback):
         restore_rng_state(payload["rng"][context.rank])
         if context.is_main:
             run.truncate_metrics(trainer.state.epoch)
-        trainer.log(f"resumed from {path} (epoch {trainer.state.epoch})")
+        state, epochs = trainer.state, config.train.epochs
+        if state.epoch >= epochs:
+            where = f"all {epochs} epochs are trained"
+        elif state.epoch_indices is not None:
+            where = f"continuing epoch {state.epoch + 1} of {epochs} after batch "
+            where += f"{state.epoch_batches_done}"
+        else:
+            where = f"continuing at epoch {state.epoch + 1} of {epochs}"
+        trainer.log(f"resumed from {path}: {where}")
 
     def save(self, trainer: Trainer, mid_epoch: bool = False) -> None:
         """Write a checkpoint (rank 0 writes; every rank contributes its RNG state)."""
@@ -121,6 +130,13 @@ class MetricsLogger(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         config, pruning = trainer.config, trainer.config.pruning
+        if trainer.finished:
+            command = resume_command(config.method.name, trainer.run.config_path)
+            trainer.log(
+                f"{trainer.run.path} has trained all {config.train.epochs} epochs; nothing to "
+                f"train (to train it longer: {command} train.epochs=N)"
+            )
+            return
         pruning_text = (
             "no pruning"
             if trainer.pruner.policy.always_full

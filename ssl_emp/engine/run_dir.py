@@ -12,6 +12,7 @@
     RUN_DIR/probe.json        linear-probe result (``top1``)
     RUN_DIR/knn.json          weighted-kNN result (``top1``)
     RUN_DIR/demo.json         ``ssl-emp demo``: pretrained vs random-init probe
+    RUN_DIR/preempted.json    present while the run is stopped by a signal and not resumed
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ssl_emp.config import Config, config_from_dict, read_yaml
+from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.engine.lock import RunLock
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import append_jsonl, read_jsonl, write_jsonl, write_yaml
+from ssl_emp.io import append_jsonl, read_jsonl, write_json, write_jsonl, write_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -33,6 +35,7 @@ LABEL_NOISE_FILE = "label_noise.npz"
 JUNK_FILE = "junk.npz"
 EVAL_FILE = "eval.json"
 DEMO_FILE = "demo.json"
+PREEMPTED_FILE = "preempted.json"
 # Keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = {
     "run.resume",
@@ -57,6 +60,12 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def resume_command(method: str, config_path: Path) -> str:
+    """The command that resumes a run from its saved config."""
+    verb = "train-supervised" if method == "supervised" else "pretrain"
+    return f"ssl-emp {verb} -c {config_path} --resume"
 
 
 def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -109,6 +118,25 @@ class RunDirectory:
     def demo_path(self) -> Path:
         return self.path / DEMO_FILE
 
+    @property
+    def preempted_path(self) -> Path:
+        """Written when a signal stopped the run; removed when it resumes (requeue on it)."""
+        return self.path / PREEMPTED_FILE
+
+    def mark_preempted(self, details: dict[str, Any]) -> None:
+        """Leave ``preempted.json``: the machine-readable sign for a scheduler to requeue."""
+        write_json(self.preempted_path, details)
+
+    def clear_preempted(self) -> None:
+        """Remove ``preempted.json`` (the run is training again)."""
+        self.preempted_path.unlink(missing_ok=True)
+
+    def started(self) -> bool:
+        """Whether training wrote anything to resume or keep: a checkpoint or an epoch's
+        metrics. A directory with neither (a run that failed before its first checkpoint,
+        e.g. on its data) holds nothing to lose and is started over."""
+        return bool(list_checkpoints(self.checkpoint_dir)) or bool(self.metrics())
+
     def result_path(self, evaluator: str) -> Path:
         """Where an evaluator's result goes: ``probe.json``, ``knn.json``."""
         return self.path / f"{evaluator}.json"
@@ -130,24 +158,20 @@ class RunDirectory:
         exists = run.path.exists() and any(run.path.iterdir())
         if config.run.resume and config.run.overwrite:
             raise UserInputError("--resume and --overwrite exclude each other; pick one")
-        if exists and not (config.run.resume or config.run.overwrite):
+        unstarted = exists and not config.run.resume and not run.started()
+        if exists and not unstarted and not (config.run.resume or config.run.overwrite):
             raise UserInputError(
-                f"run directory {run.path} already exists; pass --resume to continue it or "
-                "--overwrite to delete it and start over (or choose another run.dir)"
+                f"run directory {run.path} already exists; pass --resume to continue it "
+                f"({resume_command(config.method.name, run.config_path)}) or --overwrite to "
+                "delete it and start over (or choose another run.dir)"
             )
         if config.run.resume and not exists:
             raise UserInputError(
                 f"--resume: run directory {run.path} does not exist; drop --resume to start it"
             )
+        longer: dict[str, Any] | None = None
         if config.run.resume:
-            # keys added since the run started take their defaults
-            saved = config_from_dict(read_yaml(run.config_path)).to_dict()
-            changed = changed_keys(saved, config.to_dict())
-            if changed:
-                raise UserInputError(
-                    f"--resume with a changed config: {', '.join(changed)} differ from "
-                    f"{run.config_path}; restore them or start a new run.dir"
-                )
+            longer = run._check_resumed_config(config)
         # every check above only read; from here on the directory changes, under the lock
         if exists:
             run._lock_or_refuse()
@@ -165,7 +189,38 @@ class RunDirectory:
             raise run._not_writable(error) from None
         if not config.run.resume:
             write_yaml(run.config_path, config.to_dict())
+        elif longer is not None:  # trained longer: later resumes read the new length
+            write_yaml(run.config_path, longer)
         return run
+
+    def _check_resumed_config(self, config: Config) -> dict[str, Any] | None:
+        """Refuse a resume whose config differs from the saved one, but for keys that may
+        change (devices, threads, loggers) and a longer ``train.epochs`` (training a finished
+        or running run longer). Returns the saved config with the new length when
+        ``train.epochs`` grew, else None."""
+        # keys added since the run started take their defaults
+        saved = config_from_dict(read_yaml(self.config_path)).to_dict()
+        changed = changed_keys(saved, config.to_dict())
+        longer = None
+        if "train.epochs" in changed:
+            done = len(self.metrics())
+            wanted = config.train.epochs
+            if wanted < max(done, 1) or wanted < saved["train"]["epochs"]:
+                raise UserInputError(
+                    f"--resume with train.epochs={wanted}: the run was configured for "
+                    f"{saved['train']['epochs']} epochs and has trained {done}; a run can be "
+                    "trained longer, not shorter (evaluate an earlier checkpoint instead)"
+                )
+            changed.remove("train.epochs")
+            longer = {**saved, "train": {**saved["train"], "epochs": wanted}}
+        if changed:
+            command = resume_command(saved["method"]["name"], self.config_path)
+            raise UserInputError(
+                f"--resume with a changed config: {', '.join(changed)} differ from "
+                f"{self.config_path}; resume with the saved config ({command}) or start a new "
+                "run.dir"
+            )
+        return longer
 
     def _not_writable(self, error: OSError) -> UserInputError:
         return UserInputError(

@@ -27,6 +27,7 @@ from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
 from ssl_emp.engine.preemption import StopRequest
 from ssl_emp.engine.progress import EpochProgress
+from ssl_emp.engine.run_dir import resume_command
 from ssl_emp.engine.seeding import epoch_generator
 from ssl_emp.engine.state import EpochRecord, TrainState
 from ssl_emp.errors import (
@@ -239,11 +240,29 @@ class Trainer:
         raise self._preempted()
 
     def _preempted(self) -> RunPreempted:
-        state = self.state
+        """The stop, after leaving ``preempted.json`` in the run directory (rank 0)."""
+        state, run = self.state, self.run
+        stopped_by = self.stop.signal_name or "a signal on another rank"
+        command = resume_command(self.config.method.name, run.config_path)
+        if self.context.is_main:
+            run.mark_preempted(
+                {
+                    "signal": stopped_by,
+                    "step": state.step,
+                    "epoch": state.epoch + 1 if state.epoch_indices is not None else state.epoch,
+                    "epoch_finished": state.epoch_indices is None,
+                    "batches_done": state.epoch_batches_done,
+                    "resume": command,
+                }
+            )
+        where = (
+            f"epoch {state.epoch + 1}, batch {state.epoch_batches_done}"
+            if state.epoch_indices is not None
+            else f"the end of epoch {state.epoch}"
+        )
         return RunPreempted(
-            f"stopped by {self.stop.signal_name or 'a signal on another rank'} after step "
-            f"{state.step} (epoch {state.epoch + 1}, batch {state.epoch_batches_done}); "
-            f"checkpoint in {self.run.checkpoint_dir}; continue with --resume"
+            f"stopped by {stopped_by} after step {state.step} ({where}); checkpoint in "
+            f"{run.checkpoint_dir}, {run.preempted_path.name} written; continue with {command}"
         )
 
     def _close_epoch(self, epoch: int, indices: torch.Tensor) -> EpochRecord:
@@ -280,6 +299,8 @@ class Trainer:
         last_epoch = epochs if until_epoch is None else min(until_epoch, epochs)
         self.stop.install()
         try:
+            if self.context.is_main:
+                self.run.clear_preempted()  # training again: no longer a stopped run
             for callback in self.callbacks:
                 callback.on_fit_start(self)
             while self.state.epoch < last_epoch:
