@@ -168,6 +168,43 @@ def test_restarted_sweep_does_not_rerun_finished_runs(tmp_path: Path, capsys) ->
         assert (sweep_dir / run.name / "knn.json").is_file()
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     assert [r["action"] for r in manifest["runs"]] == ["done", "done"]
+    assert manifest["overrides"] == overrides  # the sweep can be rebuilt from its manifest
+    assert manifest["shared"]["train.batch_size"] == 8
+    # a re-run with other shared settings would mix them into these runs: refused
+    with pytest.raises(UserInputError, match=r"other shared settings: train.epochs=3"):
+        sweep(str(config), str(sweep_dir), runs, [*overrides, "train.epochs=3"])
+    # a later invocation with more cells keeps the earlier ones in the manifest
+    more = plan_runs(["random"], [0.5], [0])
+    sweep(str(config), str(sweep_dir), more, overrides, evaluate=False)
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == ["full_s0", "topk_r0.5_s0", "random_r0.5_s0"]
+
+
+def test_sweep_checks_every_cell_before_training_and_ends_with_its_results(
+    tmp_path: Path, capsys
+) -> None:
+    config = str(ROOT / "configs" / "simclr_fashion_mnist.yaml")
+    base = ["sweep", "-c", config, "--dir", str(tmp_path / "s"), *TINY_OVERRIDES]
+    base += ["data.subset=null", "train.batch_size=8", "eval.knn_k=5", "eval.probe_epochs=2"]
+    for bad, message in (
+        (["--rates", "0.5,1.5"], "outside"),
+        (["--estimators", "bank,bogus"], "unknown memory estimator 'bogus'"),
+        (["--seeds", "0,-1"], "negative"),
+        (["--policies", "random", "--directions", "easy,up"], "unknown direction"),
+        (["--policies", "random,topk", "pruning.direction=easy"], "applies to the policies"),
+    ):
+        assert main([*base, *bad]) == 2, bad
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "s").exists()  # nothing trained, nothing created
+    assert main([*base, "--policies", "random,topk", "--rates", "0.5", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("results of") :].splitlines()
+    assert table[1].split() == ["variant", "rate", "seeds", "eff.rate", "probe", "kNN"]
+    rows = collect(find_run_dirs([str(tmp_path / "s")]))
+    random_probe = [100 * row["probe_top1"] for row in rows if row["policy"] == "random"]
+    random_line = next(line for line in table if line.startswith("random"))
+    assert f"{np.mean(random_probe):.2f} ± {np.std(random_probe):5.2f}" in random_line
+    assert random_line.split()[1:3] == ["0.5", "2"]
 
 
 def test_sweep_and_compare_cli(tmp_path: Path) -> None:

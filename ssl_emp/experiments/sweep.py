@@ -4,26 +4,35 @@ each.
 
 Re-running the same command continues where it stopped: finished runs are skipped (their
 evaluation is completed if missing), a run with a checkpoint is resumed, a run that died
-before its first checkpoint is started over.
+before its first checkpoint is started over. ``sweep.json`` records the base config, the
+shared overrides and the settings they resolve to; a re-run whose shared settings differ is
+refused (naming them), so one sweep directory never mixes two settings. Every cell's config is
+checked before the first one trains, and the sweep ends with a table of its results.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ssl_emp.config import load_config
+from ssl_emp.config import Config, load_config
+from ssl_emp.engine.builder import check_method_options
 from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
 from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
 from ssl_emp.experiments.train import train
+from ssl_emp.experiments.variants import flatten
 from ssl_emp.io import write_json
 from ssl_emp.methods import method_class
 from ssl_emp.pruning import POLICIES
+from ssl_emp.pruning.pruner import check_pruning_options
 from ssl_emp.pruning.scores import SCORES
+
+ESTIMATORS = ("batch", "bank")
 
 MANIFEST = "sweep.json"
 
@@ -80,6 +89,14 @@ def plan_runs(
     for rate in rates:
         if not 0.0 <= rate < 1.0:
             raise UserInputError(f"--rates: {rate:g} is outside [0, 1); use rates like 0.3,0.7")
+    for name in estimators:
+        if name not in ESTIMATORS:
+            raise UserInputError(
+                f"unknown memory estimator '{name}' in --estimators; use {','.join(ESTIMATORS)}"
+            )
+    for seed in seeds:
+        if seed < 0:
+            raise UserInputError(f"--seeds: {seed} is negative; seeds are 0, 1, 2, ...")
     runs = []
     for policy in policies:
         for seed in seeds:
@@ -96,9 +113,11 @@ def plan_runs(
                     base = (*base, "memory.estimator=bank")
                 name = f"{policy}_r{_number(rate)}_s{seed}"
                 emp = POLICIES[policy].default_score == "emp"
+                beta_axis: list[float | None] = [*betas] if emp and betas else [None]
+                estimator_axis: list[str | None] = [*estimators] if emp and estimators else [None]
                 for way in _directions(policy, directions):
-                    for beta in (betas or (None,)) if emp else (None,):
-                        for estimator in (estimators or (None,)) if emp else (None,):
+                    for beta in beta_axis:
+                        for estimator in estimator_axis:
                             extra, suffix = [], ""
                             if beta is not None:
                                 extra.append(f"pruning.beta={beta}")
@@ -117,6 +136,84 @@ def plan_runs(
 def training_finished(run_dir: Path) -> bool:
     """A run is finished once its trainer wrote ``scores.npz`` (after the last epoch)."""
     return RunDirectory(run_dir).scores_path.is_file()
+
+
+def shared_settings(config: Config) -> dict[str, object]:
+    """What every cell of a sweep shares: the resolved config without the run's own keys."""
+    return {
+        key: value for key, value in flatten(config.to_dict()).items() if not key.startswith("run.")
+    }
+
+
+def check_same_sweep(root: Path, config_path: str, shared: dict[str, object]) -> dict:
+    """The existing ``sweep.json`` of ``root`` (empty when new), after refusing a re-run whose
+    shared settings differ from the ones it was made with."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        return {}
+    manifest = json.loads(manifest_path.read_text())
+    recorded = manifest.get("shared")
+    if recorded is None:  # written before sweeps recorded their settings
+        return manifest
+    differing = sorted(
+        key for key in set(recorded) | set(shared) if recorded.get(key) != shared.get(key)
+    )
+    if differing:
+        shown = ", ".join(
+            f"{key}={shared.get(key)!r} (sweep: {recorded.get(key)!r})" for key in differing[:4]
+        )
+        more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
+        raise UserInputError(
+            f"{root} is a sweep made with other shared settings: {shown}{more}; re-run it with "
+            f"the overrides recorded in {manifest_path}, or use another --dir"
+        )
+    return manifest
+
+
+def check_cells(
+    config_path: str, runs: Sequence[SweepRun], overrides: Sequence[str], root: Path
+) -> None:
+    """Load and check every cell's config before the first one trains, so a bad value stops
+    the sweep at once instead of after the cells before it."""
+    for run in runs:
+        config = load_config(
+            config_path, [*overrides, *run.overrides, f"run.dir={root / run.name}"]
+        )
+        check_pruning_options(config.pruning)
+        check_method_options(config)
+
+
+def results_table(root: Path, runs: Sequence[SweepRun]) -> list[str]:
+    """The sweep's results, one line per variant and rate: mean ± std over seeds."""
+    from ssl_emp.experiments.compare import aggregate, collect  # compare imports this module
+
+    present = [
+        root / run.name for run in runs if RunDirectory(root / run.name).config_path.is_file()
+    ]
+    if not present:
+        return []
+    summary = aggregate(collect(present))
+    metrics = [
+        (key, label)
+        for key, label in (("probe_top1", "probe"), ("knn_top1", "kNN"), ("test_top1", "test"))
+        if any(entry[key] is not None for entry in summary)
+    ]
+    header = f"{'variant':<32} {'rate':>5} {'seeds':>5} {'eff.rate':>8}" + "".join(
+        f" {label:>15}" for _, label in metrics
+    )
+    lines = [header]
+    for entry in summary:
+        values = "".join(
+            f" {'-':>15}"
+            if entry[key] is None
+            else f" {100 * entry[key]:>7.2f} ± {100 * (entry[f'{key}_std'] or 0):>5.2f}"
+            for key, _ in metrics
+        )
+        effective = "-" if entry["effective_rate"] is None else f"{entry['effective_rate']:.3f}"
+        lines.append(
+            f"{entry['variant']:<32} {entry['rate']:>5g} {entry['seeds']:>5} {effective:>8}{values}"
+        )
+    return lines
 
 
 def sweep(
@@ -139,7 +236,12 @@ def sweep(
         One status record per run (also written to ``sweep.json``).
     """
     root = Path(sweep_dir)
+    shared = shared_settings(load_config(config_path, overrides))
+    manifest = check_same_sweep(root, config_path, shared)
+    check_cells(config_path, runs, overrides, root)
     root.mkdir(parents=True, exist_ok=True)
+    # runs of earlier invocations stay listed; this one's replace theirs by name
+    recorded = {str(status["name"]): status for status in manifest.get("runs", [])}
     statuses: list[dict[str, object]] = []
     for position, run in enumerate(runs, start=1):
         run_dir = root / run.name
@@ -161,8 +263,21 @@ def sweep(
             for evaluator in (LinearProbe(), WeightedKnn()):
                 if not RunDirectory(run_dir).result_path(evaluator.name).is_file():
                     evaluate_run(evaluator, str(run_dir))
-        statuses.append({**asdict(run), "action": action, "seconds": time.perf_counter() - started})
-        write_json(root / MANIFEST, {"config": config_path, "runs": statuses})
+        status = {**asdict(run), "action": action, "seconds": time.perf_counter() - started}
+        statuses.append(status)
+        recorded[run.name] = status
+        write_json(
+            root / MANIFEST,
+            {
+                "config": config_path,
+                "overrides": list(overrides),
+                "shared": shared,
+                "runs": list(recorded.values()),
+            },
+        )
+    table = results_table(root, runs)
+    if table:
+        print("\n".join(["", f"results of {root}:", *table]), flush=True)
     return statuses
 
 
