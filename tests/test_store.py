@@ -1,5 +1,7 @@
 """Prepared stores: written atomically, read back exactly, streamed by the trainer."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from ssl_emp.experiments.train import build_trainer
 from tests.conftest import TINY_OVERRIDES, metrics_records
 
 TIMING = {"wall_time_s", "images_per_s"}
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 def _config(tmp_path: Path, *overrides: str):
@@ -258,3 +261,79 @@ def test_a_folder_that_mixes_grayscale_and_rgb_is_refused(tmp_path: Path) -> Non
     with pytest.raises(UserInputError, match="mixes RGB and grayscale images"):
         prepare_store(config.data, seed=0, out=str(tmp_path / "s"), log=lambda _: None)
     assert not (tmp_path / "s").exists()
+
+
+def _edit_manifest(out: Path, **changes: object) -> None:
+    path = out / "manifest.json"
+    values = json.loads(path.read_text())
+    values.update(changes)
+    path.write_text(json.dumps(values))
+
+
+def _damage(out: Path, damage: str) -> None:
+    """Break a store the way a hand edit, a bad copy or a full disk would."""
+    if damage == "raw image size":  # 16-px rows read as 8-px images: scrambled, not refused
+        _edit_manifest(out, image_size=8)
+    elif damage == "raw channels":  # channels 3 -> 1 with mean/std of 3 channels
+        _edit_manifest(out, channels=1)
+    elif damage == "raw count":  # the manifest and labels say fewer images than the file holds
+        np.save(out / "train_labels.npy", np.load(out / "train_labels.npy")[:90])
+        counts = json.loads((out / "manifest.json").read_text())["counts"]
+        _edit_manifest(out, counts={**counts, "train": 90})
+    elif damage == "label count":
+        np.save(out / "test_labels.npy", np.load(out / "test_labels.npy")[:-1])
+    elif damage == "label range":
+        labels = np.load(out / "train_labels.npy")
+        labels[3] = 7  # the store has 3 classes
+        np.save(out / "train_labels.npy", labels)
+    elif damage == "jpeg truncated":
+        data = (out / "train_jpeg.bin").read_bytes()
+        (out / "train_jpeg.bin").write_bytes(data[: len(data) // 2])
+    elif damage == "jpeg channels":  # 3-channel JPEGs, a manifest edited to 1 channel
+        _edit_manifest(out, channels=1, mean=[0.5], std=[0.25])
+    elif damage == "jpeg offsets":
+        offsets = np.load(out / "train_offsets.npy")
+        offsets[5], offsets[6] = offsets[6], offsets[5]
+        np.save(out / "train_offsets.npy", offsets)
+
+
+STORE_DAMAGE = {
+    "raw image size": ("raw", "train_images.u8 holds 73728 bytes, but 96 images of 3x8x8 need"),
+    "raw channels": ("raw", "the manifest gives 1 channel but 3 mean and 3 std values"),
+    "raw count": ("raw", "train_images.u8 holds 73728 bytes, but 90 images of 3x16x16 need"),
+    "label count": ("raw", "23 test labels for 24 images"),
+    "label range": ("raw", "train labels must lie in 0..2 (3 classes), found 7"),
+    "jpeg truncated": ("jpeg", "its offsets end at"),
+    "jpeg channels": ("jpeg", "train sample 0 decodes to 3x16x16, but the manifest says 1x16x16"),
+    "jpeg offsets": ("jpeg", "train_offsets.npy is not a rising index"),
+}
+
+
+@pytest.mark.parametrize("damage", list(STORE_DAMAGE))
+def test_a_store_is_checked_against_its_manifest_when_opened(
+    tmp_path: Path, damage: str, capsys
+) -> None:
+    fmt, message = STORE_DAMAGE[damage]
+    out = _store(tmp_path, fmt)
+    _damage(out, damage)
+    with pytest.raises(UserInputError, match=re.escape(message)) as raised:
+        build_datasets(load_config(None, ["data.source=store", f"data.root={out}"]).data, seed=0)
+    error = str(raised.value)
+    assert "\n" not in error and str(out) in error
+    assert f"ssl-emp prepare -c CONFIG --out {out} --overwrite" in error
+    # the same through the command line: one line and exit code 2, before anything trains
+    args = [*TINY_OVERRIDES, "data.source=store", f"data.root={out}", f"run.dir={tmp_path / 'r'}"]
+    assert main(["pretrain", "-c", str(CONFIGS / "simclr_fashion_mnist.yaml"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_a_failed_check_does_not_leave_a_half_open_split(tmp_path: Path) -> None:
+    """A split whose check failed once must fail again, not read the damaged files."""
+    out = _store(tmp_path, "jpeg")
+    _damage(out, "jpeg truncated")
+    images = StoredImages(out, "train", read_manifest(out))
+    for _ in range(2):
+        with pytest.raises(UserInputError, match="is damaged"):
+            images[torch.arange(3)]
