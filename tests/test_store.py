@@ -1,6 +1,7 @@
 """Prepared stores: written atomically, read back exactly, streamed by the trainer."""
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ssl_emp.config import load_config
 from ssl_emp.data import build_datasets
 from ssl_emp.data.prepare import SplitWriter, prepare_store
 from ssl_emp.data.store import StoredImages, read_manifest
+from ssl_emp.data.streaming import StoreReader
 from ssl_emp.errors import UserInputError
 from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
 from ssl_emp.experiments.train import build_trainer
@@ -337,3 +339,47 @@ def test_a_failed_check_does_not_leave_a_half_open_split(tmp_path: Path) -> None
     for _ in range(2):
         with pytest.raises(UserInputError, match="is damaged"):
             images[torch.arange(3)]
+
+
+def test_a_store_subset_reads_its_own_rows(tmp_path: Path) -> None:
+    """``data.subset`` on a store is a view of the chosen rows, not the first n rows, also in
+    the worker processes (the view travels pickled) and when a view is subset again."""
+    out = _store(tmp_path)
+    subset = ["data.subset=30", "data.test_subset=9"]
+    memory_train, memory_test = build_datasets(
+        _config(tmp_path, "data.synthetic_size=96", *subset).data, seed=0
+    )
+    train, test = build_datasets(
+        load_config(None, ["data.source=store", f"data.root={out}", *subset]).data, seed=0
+    )
+    assert isinstance(train.images, StoredImages) and len(train) == 30
+    assert not np.array_equal(train.images.rows, np.arange(30))  # the subset is not a prefix
+    assert torch.equal(train.images[torch.arange(30)], memory_train.images)
+    assert torch.equal(train.labels, memory_train.labels)
+    assert torch.equal(test.images[0:9], memory_test.images)
+    in_worker = pickle.loads(pickle.dumps(train.images))
+    order = torch.tensor([29, 0, 11, 11, 5])
+    assert torch.equal(in_worker[order], memory_train.images[order])
+    reader = StoreReader(train.images, workers=0, pin_memory=False)
+    batches = [torch.tensor([3, 1]), torch.tensor([20, 29, 0])]
+    for batch, images in zip(batches, reader.read(batches), strict=True):
+        assert torch.equal(images, memory_train.images[batch])
+    again = train.select(torch.tensor([4, 2, 17]))
+    assert torch.equal(again.images[torch.arange(3)], memory_train.images[[4, 2, 17]])
+
+
+def test_training_on_a_store_subset_is_bit_identical_to_memory(tmp_path: Path) -> None:
+    """The trainer's workers, the memory pass and evaluation read the subset's own rows."""
+    out = _store(tmp_path)
+    overrides = ["data.synthetic_size=96", "data.subset=40", "pruning.policy=emp"]
+    memory = build_trainer(_config(tmp_path / "m", *overrides))
+    memory.fit()
+    stored = build_trainer(
+        _config(
+            tmp_path / "s", *overrides, "data.source=store", f"data.root={out}", "data.workers=2"
+        )
+    )
+    stored.fit()
+    assert _strip(metrics_records(memory.run.path)) == _strip(metrics_records(stored.run.path))
+    knn = [evaluate_run(WeightedKnn(), str(t.run.path)).top1 for t in (memory, stored)]
+    assert knn[0] == knn[1]
