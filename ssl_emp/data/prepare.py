@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData
-from ssl_emp.data.sources import IMAGE_SUFFIXES, build_datasets, decode_image, folder_layout
+from ssl_emp.data.sources import build_datasets, decode_image, list_image_folder
 from ssl_emp.data.store import MANIFEST, SPLITS, Manifest, read_manifest
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import write_json
@@ -121,23 +121,6 @@ def _folder_batches(
             yield torch.stack(images), torch.as_tensor([label for _, label in chunk])
 
 
-def _folder_files(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
-    """Class names and, per split, the (file, label) pairs of an image folder."""
-    train_dir, test_dir, classes = folder_layout(root)
-    listed = {}
-    for split, folder in zip(SPLITS, (train_dir, test_dir), strict=True):
-        files = [
-            (path, label)
-            for label, name in enumerate(classes)
-            for path in sorted((folder / name).iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not files:
-            raise UserInputError(f"image folder {folder} holds no images; add images first")
-        listed[split] = files
-    return classes, listed
-
-
 def prepare_store(
     config: DataConfig,
     seed: int,
@@ -177,13 +160,10 @@ def prepare_store(
     if config.source == "store":
         raise UserInputError("data.source=store is already a store; prepare from the original")
     whole = replace(config, subset=None, test_subset=None, label_noise=0.0, junk_fraction=0.0)
-    partial = target.parent / f".{target.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     if config.source == "image_folder":
         if config.root is None:
             raise UserInputError("data.source=image_folder needs data.root=FOLDER")
-        classes, files = _folder_files(Path(config.root))
+        classes, files = list_image_folder(Path(config.root))
         first = decode_image(files["train"][0][0])
         size = image_size or min(first.shape[-2:])
         channels = first.shape[0]
@@ -197,6 +177,9 @@ def prepare_store(
         channels, classes = train.channels, [str(c) for c in range(train.num_classes)]
         sources = {"train": _batches(train, size), "test": _batches(test, size)}
         counts = {"train": len(train), "test": len(test)}
+    partial = target.parent / f".{target.name}.partial"  # only once the source is readable
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     statistics = {}
     show_bar = sys.stderr.isatty()
     for split in SPLITS:
