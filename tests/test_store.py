@@ -383,3 +383,28 @@ def test_training_on_a_store_subset_is_bit_identical_to_memory(tmp_path: Path) -
     assert _strip(metrics_records(memory.run.path)) == _strip(metrics_records(stored.run.path))
     knn = [evaluate_run(WeightedKnn(), str(t.run.path)).top1 for t in (memory, stored)]
     assert knn[0] == knn[1]
+
+
+def _break_jpeg(out: Path, sample: int) -> None:
+    """Zero the header of one image's JPEG bytes: the store's sizes and offsets still agree, so
+    only reading that image finds it (as with a store damaged after it was opened)."""
+    offsets = np.load(out / "train_offsets.npy")
+    data = bytearray((out / "train_jpeg.bin").read_bytes())
+    data[offsets[sample] : offsets[sample] + 20] = b"\0" * 20
+    (out / "train_jpeg.bin").write_bytes(bytes(data))
+
+
+def test_a_store_error_in_a_reader_worker_is_one_line(tmp_path: Path, capsys) -> None:
+    """A store error raised in a DataLoader worker process reaches the command line as the
+    same one-line error as in the training process (was a 17-35 line worker traceback)."""
+    out = _store(tmp_path, "jpeg")
+    _break_jpeg(out, 7)
+    args = [*TINY_OVERRIDES, "data.source=store", f"data.root={out}", "data.subset=null"]
+    for workers in (2, 0):
+        run = f"run.dir={tmp_path / f'run{workers}'}"
+        command = ["pretrain", "-c", str(CONFIGS / "simclr_fashion_mnist.yaml"), *args, run]
+        assert main([*command, f"data.workers={workers}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(f"ssl-emp: error: store {out} is damaged: train sample 7 is not ")
+        assert "Traceback" not in err and "--overwrite" in err
