@@ -408,3 +408,59 @@ def test_a_store_error_in_a_reader_worker_is_one_line(tmp_path: Path, capsys) ->
         assert len(err.splitlines()) == 1, err
         assert err.startswith(f"ssl-emp: error: store {out} is damaged: train sample 7 is not ")
         assert "Traceback" not in err and "--overwrite" in err
+
+
+def _photo_folder(root: Path, train: int = 10, test: int = 4) -> Path:
+    """Two classes of RGB PNGs of varied sizes (resized and centre-cropped to 16 px), each
+    channel with its own brightness, so the channel statistics differ."""
+    generator = np.random.default_rng(3)
+    for split, count in (("train", train), ("test", test)):
+        for label, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                height, width = 16 + index % 3, 17 + index % 4
+                low = np.array([0, 40, 80]) + 20 * label
+                high = low + np.array([60, 100, 140])
+                pixels = generator.integers(low, high, (height, width, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root
+
+
+def test_an_image_folder_and_its_raw_store_train_bit_identically(tmp_path: Path) -> None:
+    """One computation of the channel statistics for the folder in memory and for prepare (it
+    was float32 in memory and float64 in prepare, so losses differed from the first epoch)."""
+    folder = _photo_folder(tmp_path / "folder")
+    source = ["data.source=image_folder", f"data.root={folder}", "augment.image_size=16"]
+    config = _config(tmp_path, *source)
+    prepare_store(config.data, seed=0, out=str(tmp_path / "s"), threads=2, log=lambda _: None)
+    overrides = ["data.subset=null", "train.batch_size=8", "augment.image_size=16"]
+    memory = build_trainer(_config(tmp_path / "m", *source, *overrides))
+    memory.fit()
+    stored = build_trainer(
+        _config(tmp_path / "t", "data.source=store", f"data.root={tmp_path / 's'}", *overrides)
+    )
+    stored.fit()
+    losses = [[r["loss"] for r in metrics_records(t.run.path)] for t in (memory, stored)]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+    assert (memory.data.mean, memory.data.std) == (stored.data.mean, stored.data.std)
+    assert _strip(metrics_records(memory.run.path)) == _strip(metrics_records(stored.run.path))
+
+
+def test_prepare_stores_the_channel_statistics_of_the_images(tmp_path: Path) -> None:
+    """The manifest's mean and std are those of the stored training images (std with the
+    square of the mean, sqrt(E[x^2] - E[x]^2), and Bessel's correction like torch.std)."""
+    folder = _photo_folder(tmp_path / "folder")
+    config = load_config(None, ["data.source=image_folder", f"data.root={folder}"])
+    prepare_store(config.data, seed=0, out=str(tmp_path / "s"), image_size=16, log=lambda _: None)
+    manifest = read_manifest(tmp_path / "s")
+    stored, _ = build_datasets(
+        load_config(None, ["data.source=store", f"data.root={tmp_path / 's'}"]).data, seed=0
+    )
+    pixels = stored.images[torch.arange(20)].numpy() / 255.0
+    mean, std = pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3), ddof=1)
+    assert len(set(np.round(std, 3))) == 3  # the channels differ, so a mix-up shows
+    assert np.allclose(manifest.mean, mean, rtol=1e-12, atol=0)
+    assert np.allclose(manifest.std, std, rtol=1e-12, atol=0)
+    in_memory, _ = build_datasets(config.data, seed=0, image_size=16)
+    assert (list(in_memory.mean), list(in_memory.std)) == (manifest.mean, manifest.std)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData
 from ssl_emp.data.sources import build_datasets, decode_image, list_image_folder
+from ssl_emp.data.statistics import ChannelMoments
 from ssl_emp.data.store import MANIFEST, SPLITS, Manifest, read_manifest
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import write_json
@@ -40,15 +41,14 @@ def fit_size(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class SplitWriter:
-    """Appends images of one split to a store being written and tracks channel statistics."""
+    """Appends images of one split to a store being written and counts their pixel values
+    (:class:`~ssl_emp.data.statistics.ChannelMoments`, as the in-memory image folder does)."""
 
     def __init__(self, folder: Path, split: str, fmt: str, count: int, shape: tuple, quality: int):
         self.folder, self.split, self.fmt, self.quality = folder, split, fmt, quality
         self.count, self.written = count, 0
         self.labels = np.zeros(count, dtype=np.int64)
-        self.sums = np.zeros(shape[0], dtype=np.float64)
-        self.squares = np.zeros(shape[0], dtype=np.float64)
-        self.pixels = 0
+        self.moments = ChannelMoments(shape[0])
         if fmt == "raw":
             self.raw = np.memmap(
                 folder / f"{split}_images.u8", dtype=np.uint8, mode="w+", shape=(count, *shape)
@@ -61,10 +61,7 @@ class SplitWriter:
         """Append a batch of uint8 (B, C, H, W) images with their labels."""
         start, end = self.written, self.written + len(images)
         self.labels[start:end] = labels.numpy()
-        values = images.double().div(255)
-        self.sums += values.sum(dim=(0, 2, 3)).numpy()
-        self.squares += values.square().sum(dim=(0, 2, 3)).numpy()
-        self.pixels += images.shape[0] * images.shape[2] * images.shape[3]
+        self.moments.add(images)
         if self.fmt == "raw":
             self.raw[start:end] = images.numpy()
         else:
@@ -85,9 +82,8 @@ class SplitWriter:
         else:
             self.stream.close()
             np.save(self.folder / f"{self.split}_offsets.npy", np.asarray(self.offsets, np.int64))
-        mean = self.sums / max(self.pixels, 1)
-        std = np.sqrt(np.maximum(self.squares / max(self.pixels, 1) - mean**2, 0.0))
-        return mean.tolist(), np.maximum(std, 1e-3).tolist()
+        mean, std = self.moments.mean_std()
+        return list(mean), list(std)
 
 
 def _batches(data: ImageData, size: int, chunk: int = CHUNK) -> Iterator[tuple]:

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData, balanced_subset_indices
+from ssl_emp.data.statistics import channel_stats
 from ssl_emp.data.store import open_store
 from ssl_emp.errors import UserInputError
 
@@ -138,7 +139,12 @@ def load_cifar(name: str, root: str | None, download: bool) -> tuple[ImageData, 
     return splits[0], splits[1]
 
 
-def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _synthetic_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The synthetic data's statistics as its golden runs were recorded: float32 reductions.
+
+    Frozen so that no synthetic training number changes; statistics computed from a user's
+    images use :func:`ssl_emp.data.statistics.channel_stats` (exact, chunk-independent).
+    """
     scaled = images.float().div_(255)
     mean = scaled.mean(dim=(0, 2, 3))
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
@@ -305,7 +311,7 @@ def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageDa
     classes, files = list_image_folder(base)
     train_images, train_labels = _read_folder_split(files["train"], image_size)
     test_images, test_labels = _read_folder_split(files["test"], train_images.shape[-1])
-    mean, std = _channel_stats(train_images)
+    mean, std = channel_stats(train_images)  # as prepare computes them, so a store matches
     name = "image_folder"
     return (
         ImageData(train_images, train_labels, len(classes), mean, std, name),
@@ -333,7 +339,7 @@ def make_synthetic(
     generator.manual_seed(seed * 1000 + split + 1)
     noise = 0.15 * torch.randn(size, channels, image_size, image_size, generator=generator)
     images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
-    mean, std = _channel_stats(images)
+    mean, std = _synthetic_stats(images)
     return ImageData(images, labels, num_classes, mean, std, "synthetic")
 
 
