@@ -1,8 +1,10 @@
 """Prepared stores: written atomically, read back exactly, streamed by the trainer."""
 
+import errno
 import json
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from ssl_emp.cli import main
 from ssl_emp.config import load_config
 from ssl_emp.data import build_datasets
+from ssl_emp.data import prepare as prepare_module
 from ssl_emp.data.prepare import SplitWriter, prepare_store
 from ssl_emp.data.store import StoredImages, read_manifest
 from ssl_emp.data.streaming import StoreReader
@@ -134,9 +137,7 @@ def test_an_interrupted_prepare_leaves_no_store(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(KeyboardInterrupt):
         prepare_store(config.data, seed=0, out=str(tmp_path / "s"), log=lambda _: None)
     assert not (tmp_path / "s").exists()
-    partial = tmp_path / ".s.partial"
-    with pytest.raises(UserInputError, match="not a finished store"):
-        read_manifest(partial)
+    assert not (tmp_path / ".s.partial").exists()  # the partial store is removed too
 
 
 @pytest.mark.parametrize(
@@ -464,3 +465,83 @@ def test_prepare_stores_the_channel_statistics_of_the_images(tmp_path: Path) -> 
     assert np.allclose(manifest.std, std, rtol=1e-12, atol=0)
     in_memory, _ = build_datasets(config.data, seed=0, image_size=16)
     assert (list(in_memory.mean), list(in_memory.std)) == (manifest.mean, manifest.std)
+
+
+def _prepare_command(out: Path, *extra: str) -> list[str]:
+    config = str(CONFIGS / "simclr_fashion_mnist.yaml")
+    return ["prepare", "-c", config, "--out", str(out), *extra, *TINY_OVERRIDES]
+
+
+def test_prepare_into_an_unwritable_place_is_one_line(tmp_path: Path, capsys) -> None:
+    """--out under a regular file (chmod does not stop root, a file in the way does)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("user data")
+    assert main(_prepare_command(blocker / "store")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"ssl-emp: error: cannot write the store {blocker / 'store'}: ")
+    assert "Not a directory" in err and "choose an --out in a writable directory" in err
+    assert blocker.read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def _no_space(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device", "/the/disk/file")
+
+
+@pytest.mark.parametrize("fmt", ["raw", "jpeg"])
+@pytest.mark.parametrize("where", ["allocate", "images", "labels", "manifest"])
+def test_prepare_on_a_full_disk_is_one_line_and_leaves_nothing(
+    tmp_path: Path, fmt: str, where: str, monkeypatch, capsys
+) -> None:
+    """ENOSPC at any step: one line, exit 2, no store and no .partial left, and an existing
+    store that --overwrite was replacing stays as it was."""
+    out = tmp_path / "store"
+    assert main(_prepare_command(out, "--format", fmt)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    targets = {
+        "allocate": (prepare_module, "_allocate"),
+        "images": (SplitWriter, "add"),
+        "labels": (np, "save"),
+        "manifest": (prepare_module, "write_json"),
+    }
+    if where == "allocate" and fmt == "jpeg":
+        targets["allocate"] = (prepare_module, "encode_jpeg")
+    monkeypatch.setattr(*targets[where], _no_space)
+    for existing in (True, False):
+        if not existing:
+            shutil.rmtree(out)
+        assert main(_prepare_command(out, "--format", fmt, "--overwrite")) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith(f"ssl-emp: error: cannot write the store {out}: No space left")
+        assert "free space on that disk or choose an --out on another one" in err
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == (["store"] if existing else []), left
+        if existing:
+            assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    assert main(_prepare_command(out, "--format", fmt)) == 0  # no --overwrite needed
+    assert read_manifest(out).format == fmt
+
+
+def test_a_failed_rename_into_place_keeps_the_replaced_store(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "store"
+    assert main(_prepare_command(out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rename = Path.rename
+
+    def refuse_the_new_store(self: Path, target: Path) -> Path:
+        if self.name.endswith(".partial"):
+            raise OSError(errno.EACCES, "Permission denied", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refuse_the_new_store)
+    assert main(_prepare_command(out, "--overwrite", "data.synthetic_size=60")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Permission denied" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
