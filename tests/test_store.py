@@ -545,3 +545,21 @@ def test_a_failed_rename_into_place_keeps_the_replaced_store(
     assert len(err.splitlines()) == 1 and "Permission denied" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_overwrite_replaces_only_a_store(tmp_path: Path, kind: str, capsys) -> None:
+    """--out pointed at a user's folder or file by mistake: refused, nothing deleted (it
+    was removed whole, being taken for the store to replace)."""
+    out = tmp_path / "photos"
+    if kind == "folder":
+        out.mkdir()
+        (out / "holiday.png").write_bytes(b"precious")
+    else:
+        out.write_bytes(b"precious")
+    assert main(_prepare_command(out, "--overwrite")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out} is not a store (no manifest.json)" in err, err
+    kept = out / "holiday.png" if kind == "folder" else out
+    assert kept.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

@@ -207,8 +207,7 @@ def prepare_store(
     if not 1 <= quality <= 100:
         raise UserInputError(f"--quality must be between 1 and 100, got {quality}")
     target = Path(out)
-    if target.exists() and not overwrite:
-        raise UserInputError(f"{target} already exists; pass --overwrite to replace it")
+    _check_target(target, overwrite)
     if config.source == "store":
         raise UserInputError("data.source=store is already a store; prepare from the original")
     plan = _plan(config, seed, image_size, threads)
@@ -232,6 +231,21 @@ def prepare_store(
         write_json(partial / MANIFEST, manifest.to_dict())  # last: now it is a store
         _install(partial, target)
     return read_manifest(target)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """``--out`` is new, or a store (or an empty folder) that ``--overwrite`` may replace:
+    never a user's own folder or file, which replacing would delete."""
+    if not target.exists():
+        return
+    if not overwrite:
+        raise UserInputError(f"{target} already exists; pass --overwrite to replace it")
+    if target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir())):
+        return
+    raise UserInputError(
+        f"{target} is not a store (no {MANIFEST}), so --overwrite does not replace it; choose "
+        "another --out, or delete it yourself if it is a store that lost its manifest"
+    )
 
 
 @dataclass(frozen=True)
