@@ -395,11 +395,18 @@ def _break_jpeg(out: Path, sample: int) -> None:
     (out / "train_jpeg.bin").write_bytes(bytes(data))
 
 
-def test_a_store_error_in_a_reader_worker_is_one_line(tmp_path: Path, capsys) -> None:
+def test_a_store_error_in_a_reader_worker_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     """A store error raised in a DataLoader worker process reaches the command line as the
     same one-line error as in the training process (was a 17-35 line worker traceback)."""
     out = _store(tmp_path, "jpeg")
-    _break_jpeg(out, 7)
+    check = StoredImages.check
+
+    def check_then_damage(self: StoredImages) -> None:
+        check(self)
+        if self.split == "train":  # damaged once opened: only a read can find it
+            _break_jpeg(out, 7)
+
+    monkeypatch.setattr(StoredImages, "check", check_then_damage)
     args = [*TINY_OVERRIDES, "data.source=store", f"data.root={out}", "data.subset=null"]
     for workers in (2, 0):
         run = f"run.dir={tmp_path / f'run{workers}'}"
