@@ -91,7 +91,7 @@ def read_manifest(root: Path) -> Manifest:
     if not path.is_file():
         raise UserInputError(
             f"{root} is not a finished store (no {MANIFEST}: prepare was interrupted or this is "
-            f"another folder); build it again with `{PREPARE_HINT}`"
+            f"another folder); delete it and build it again with `{PREPARE_HINT}`"
         )
     try:
         values = json.loads(path.read_text())
