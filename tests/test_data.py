@@ -2,6 +2,8 @@
 
 import gzip
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_emp.cli import main
 from ssl_emp.config import DataConfig
 from ssl_emp.data import build_datasets, index_batches
 from ssl_emp.data.dataset import balanced_subset_indices
+from ssl_emp.data.prepare import prepare_store
 from ssl_emp.data.sources import load_cifar, load_fashion_mnist, read_idx
 from ssl_emp.errors import UserInputError
+from tests.conftest import SIMCLR_CONFIG as CONFIG
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -180,3 +185,63 @@ def test_synthetic_train_and_test_share_classes() -> None:
     means = torch.stack([train.images[train.labels == c].float().mean(0) for c in range(4)])
     distances = (test.images.float()[:, None] - means[None]).flatten(2).norm(dim=2)
     assert (distances.argmin(dim=1) == test.labels).float().mean() > 0.9
+
+
+FOLDER_PROBLEMS = {
+    # name -> (damage to a good two-class folder, fragment naming the folder, the fix)
+    "empty train class": ("train/bird", "train/bird holds no images", "add images"),
+    "empty test class": ("test/dog!", "test/dog holds no images", "add images"),
+    "class missing from test": (
+        "test/dog-",
+        "class 'dog' has images in train/ but no folder in test/",
+        "add {root}/test/dog/ with images or remove {root}/train/dog/",
+    ),
+    "class only in test": (
+        "test/bird+",
+        "class 'bird' is in test/ but not in train/",
+        "add {root}/train/bird/ with training images or remove {root}/test/bird/",
+    ),
+}
+
+
+def _break_folder(root: Path, damage: str) -> None:
+    if damage.endswith("!"):  # empty an existing class folder
+        for path in (root / damage[:-1]).iterdir():
+            path.unlink()
+    elif damage.endswith("-"):  # remove a class folder
+        shutil.rmtree(root / damage[:-1])
+    elif damage.endswith("+"):  # a class folder with images
+        (root / damage[:-1]).mkdir()
+        _write_png(np.zeros((20, 24, 3)), root / damage[:-1] / "0.png")
+    else:  # a new, empty class folder
+        (root / damage).mkdir()
+
+
+@pytest.mark.parametrize("problem", list(FOLDER_PROBLEMS))
+def test_image_folder_class_sets_are_checked_across_splits(
+    tmp_path: Path, problem: str, capsys
+) -> None:
+    """An empty class folder (a label with no samples), a class test/ lacks (was a
+    FileNotFoundError traceback) and a class only test/ has (was silently dropped) are each
+    refused in one line naming the folder and the fix, in memory and by prepare."""
+    root = tmp_path / "folder"
+    _write_folder(root)
+    damage, fragment, fix = FOLDER_PROBLEMS[problem]
+    _break_folder(root, damage)
+    config = DataConfig(source="image_folder", root=str(root))
+    with pytest.raises(UserInputError) as raised:
+        build_datasets(config, seed=0, image_size=16)
+    message = str(raised.value)
+    assert "\n" not in message and fragment in message and fix.format(root=root) in message
+    with pytest.raises(UserInputError, match=re.escape(fragment)):
+        prepare_store(config, seed=0, out=str(tmp_path / "s"), log=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing half-written
+    folder_args = ["data.source=image_folder", f"data.root={root}", "augment.image_size=16"]
+    for command in (
+        ["pretrain", "-c", CONFIG, *folder_args, f"run.dir={tmp_path / 'run'}"],
+        ["prepare", "-c", CONFIG, "--out", str(tmp_path / "s"), *folder_args],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ssl-emp: error: ") and len(err.splitlines()) == 1, err
+        assert fragment in err

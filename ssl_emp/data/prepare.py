@@ -4,16 +4,21 @@ Sources that fit in memory (Fashion-MNIST, CIFAR, synthetic) are loaded as usual
 out; image folders are read streaming, a chunk of files at a time decoded in parallel
 threads, so a folder larger than memory never has to fit. Everything is written into a
 hidden ``.NAME.partial`` directory next to the target and renamed into place after the
-manifest, so an interrupted prepare leaves nothing that looks like a store.
+manifest, so an interrupted prepare leaves nothing that looks like a store; a failed one
+(a full disk, an unwritable ``--out``, Ctrl-C) removes the partial directory, keeps a store
+that ``--overwrite`` was replacing, and reports an ``OSError`` as one line naming the path.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +29,15 @@ from tqdm import tqdm
 
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData
-from ssl_emp.data.sources import IMAGE_SUFFIXES, build_datasets, decode_image, folder_layout
+from ssl_emp.data.sources import build_datasets, decode_image, list_image_folder
+from ssl_emp.data.statistics import ChannelMoments
 from ssl_emp.data.store import MANIFEST, SPLITS, Manifest, read_manifest
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import write_json
 
 CHUNK = 1024  # images decoded (and held) at a time when streaming a folder
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
 def fit_size(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -40,19 +48,20 @@ def fit_size(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class SplitWriter:
-    """Appends images of one split to a store being written and tracks channel statistics."""
+    """Appends images of one split to a store being written and counts their pixel values
+    (:class:`~ssl_emp.data.statistics.ChannelMoments`, as the in-memory image folder does)."""
 
     def __init__(self, folder: Path, split: str, fmt: str, count: int, shape: tuple, quality: int):
         self.folder, self.split, self.fmt, self.quality = folder, split, fmt, quality
         self.count, self.written = count, 0
         self.labels = np.zeros(count, dtype=np.int64)
-        self.sums = np.zeros(shape[0], dtype=np.float64)
-        self.squares = np.zeros(shape[0], dtype=np.float64)
-        self.pixels = 0
+        self.moments = ChannelMoments(shape[0])
+        self.stream = None
         if fmt == "raw":
-            self.raw = np.memmap(
-                folder / f"{split}_images.u8", dtype=np.uint8, mode="w+", shape=(count, *shape)
-            )
+            path = folder / f"{split}_images.u8"
+            with open(path, "wb") as handle:
+                _allocate(handle.fileno(), count * int(np.prod(shape)))
+            self.raw = np.memmap(path, dtype=np.uint8, mode="r+", shape=(count, *shape))
         else:
             self.stream = open(folder / f"{split}_jpeg.bin", "wb")  # noqa: SIM115 - closed in finish
             self.offsets = [0]
@@ -61,13 +70,11 @@ class SplitWriter:
         """Append a batch of uint8 (B, C, H, W) images with their labels."""
         start, end = self.written, self.written + len(images)
         self.labels[start:end] = labels.numpy()
-        values = images.double().div(255)
-        self.sums += values.sum(dim=(0, 2, 3)).numpy()
-        self.squares += values.square().sum(dim=(0, 2, 3)).numpy()
-        self.pixels += images.shape[0] * images.shape[2] * images.shape[3]
+        self.moments.add(images)
         if self.fmt == "raw":
             self.raw[start:end] = images.numpy()
         else:
+            assert self.stream is not None, "add after finish"
             for image in images:
                 encoded = encode_jpeg(image.contiguous(), quality=self.quality).numpy().tobytes()
                 self.stream.write(encoded)
@@ -81,13 +88,58 @@ class SplitWriter:
         np.save(self.folder / f"{self.split}_labels.npy", self.labels)
         if self.fmt == "raw":
             self.raw.flush()
-            del self.raw
         else:
-            self.stream.close()
+            self.close()
             np.save(self.folder / f"{self.split}_offsets.npy", np.asarray(self.offsets, np.int64))
-        mean = self.sums / max(self.pixels, 1)
-        std = np.sqrt(np.maximum(self.squares / max(self.pixels, 1) - mean**2, 0.0))
-        return mean.tolist(), np.maximum(std, 1e-3).tolist()
+        self.close()
+        mean, std = self.moments.mean_std()
+        return list(mean), list(std)
+
+    def close(self) -> None:
+        """Release the open files (also after a failed write, before the partial store goes)."""
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.close()
+        if self.fmt == "raw" and hasattr(self, "raw"):
+            del self.raw
+
+
+def _allocate(descriptor: int, size: int) -> None:
+    """Reserve a raw file's blocks now: a full disk then fails here with ENOSPC, not later as
+    a SIGBUS in a write through the memory map of a sparse file."""
+    if size and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(descriptor, 0, size)
+            return
+        except OSError as error:
+            if error.errno not in NO_FALLOCATE:
+                raise
+    os.ftruncate(descriptor, size)
+
+
+def _write_failure(target: Path, error: OSError) -> UserInputError:
+    """An OSError while writing a store as one line: what failed, where, and the fix."""
+    reason = error.strerror or str(error)
+    if error.filename:
+        reason = f"{reason} ({error.filename})"
+    if error.errno in DISK_FULL:
+        fix = "free space on that disk or choose an --out on another one"
+    else:
+        fix = "choose an --out in a writable directory"
+    return UserInputError(f"cannot write the store {target}: {reason}; {fix}")
+
+
+@contextmanager
+def _writing(target: Path, partial: Path) -> Iterator[None]:
+    """Writes into ``partial`` for ``target``: on any failure the partial store is removed
+    (so a later prepare finds nothing of it), and an OSError becomes a one-line error."""
+    try:
+        yield
+    except BaseException as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _write_failure(target, error) from None
+        raise
 
 
 def _batches(data: ImageData, size: int, chunk: int = CHUNK) -> Iterator[tuple]:
@@ -119,23 +171,6 @@ def _folder_batches(
             chunk = files[start : start + CHUNK]
             images = list(pool.map(load, chunk))
             yield torch.stack(images), torch.as_tensor([label for _, label in chunk])
-
-
-def _folder_files(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
-    """Class names and, per split, the (file, label) pairs of an image folder."""
-    train_dir, test_dir, classes = folder_layout(root)
-    listed = {}
-    for split, folder in zip(SPLITS, (train_dir, test_dir), strict=True):
-        files = [
-            (path, label)
-            for label, name in enumerate(classes)
-            for path in sorted((folder / name).iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not files:
-            raise UserInputError(f"image folder {folder} holds no images; add images first")
-        listed[split] = files
-    return classes, listed
 
 
 def prepare_store(
@@ -172,62 +207,124 @@ def prepare_store(
     if not 1 <= quality <= 100:
         raise UserInputError(f"--quality must be between 1 and 100, got {quality}")
     target = Path(out)
-    if target.exists() and not overwrite:
-        raise UserInputError(f"{target} already exists; pass --overwrite to replace it")
+    _check_target(target, overwrite)
     if config.source == "store":
         raise UserInputError("data.source=store is already a store; prepare from the original")
-    whole = replace(config, subset=None, test_subset=None, label_noise=0.0, junk_fraction=0.0)
-    partial = target.parent / f".{target.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    plan = _plan(config, seed, image_size, threads)
+    partial = target.parent / f".{target.name}.partial"  # only once the source is readable
+    with _writing(target, partial):
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        statistics = _write_splits(partial, plan, fmt, quality, log)
+        mean, std = plan.mean_std or statistics
+        manifest = Manifest(
+            format=fmt,
+            image_size=plan.size,
+            channels=plan.channels,
+            classes=plan.classes,
+            mean=mean,
+            std=std,
+            counts=plan.counts,
+            source=config.source,
+            quality=quality if fmt == "jpeg" else None,
+        )
+        write_json(partial / MANIFEST, manifest.to_dict())  # last: now it is a store
+        _install(partial, target)
+    return read_manifest(target)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """``--out`` is new, or a store (or an empty folder) that ``--overwrite`` may replace:
+    never a user's own folder or file, which replacing would delete."""
+    if not target.exists():
+        return
+    if not overwrite:
+        raise UserInputError(f"{target} already exists; pass --overwrite to replace it")
+    if target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir())):
+        return
+    raise UserInputError(
+        f"{target} is not a store (no {MANIFEST}), so --overwrite does not replace it; choose "
+        "another --out, or delete it yourself if it is a store that lost its manifest"
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a store of a source will hold, and the batches to write (read lazily)."""
+
+    classes: list[str]
+    counts: dict[str, int]
+    size: int
+    channels: int
+    batches: dict[str, Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    mean_std: tuple[list[float], list[float]] | None  # the source's own, else computed
+
+
+def _plan(config: DataConfig, seed: int, image_size: int | None, threads: int) -> _Plan:
+    """Read the source's listing (an image folder) or load it (sources that fit in memory)."""
     if config.source == "image_folder":
         if config.root is None:
             raise UserInputError("data.source=image_folder needs data.root=FOLDER")
-        classes, files = _folder_files(Path(config.root))
+        classes, files = list_image_folder(Path(config.root))
         first = decode_image(files["train"][0][0])
         size = image_size or min(first.shape[-2:])
         channels = first.shape[0]
-        sources = {
-            split: _folder_batches(files[split], size, channels, threads) for split in SPLITS
-        }
-        counts = {split: len(files[split]) for split in SPLITS}
-    else:
-        train, test = build_datasets(whole, seed=seed)
-        size = image_size or train.image_size
-        channels, classes = train.channels, [str(c) for c in range(train.num_classes)]
-        sources = {"train": _batches(train, size), "test": _batches(test, size)}
-        counts = {"train": len(train), "test": len(test)}
+        return _Plan(
+            classes=classes,
+            counts={split: len(files[split]) for split in SPLITS},
+            size=size,
+            channels=channels,
+            batches={
+                split: _folder_batches(files[split], size, channels, threads) for split in SPLITS
+            },
+            mean_std=None,
+        )
+    whole = replace(config, subset=None, test_subset=None, label_noise=0.0, junk_fraction=0.0)
+    train, test = build_datasets(whole, seed=seed)
+    size = image_size or train.image_size
+    return _Plan(
+        classes=[str(c) for c in range(train.num_classes)],
+        counts={"train": len(train), "test": len(test)},
+        size=size,
+        channels=train.channels,
+        batches={"train": _batches(train, size), "test": _batches(test, size)},
+        mean_std=(list(train.mean), list(train.std)),  # the source's own, so training matches
+    )
+
+
+def _write_splits(
+    partial: Path, plan: _Plan, fmt: str, quality: int, log: Callable[[str], None]
+) -> tuple[list[float], list[float]]:
+    """Write both splits' files into ``partial``; returns the train split's mean and std."""
     statistics = {}
+    shape = (plan.channels, plan.size, plan.size)
     show_bar = sys.stderr.isatty()
     for split in SPLITS:
-        writer = SplitWriter(partial, split, fmt, counts[split], (channels, size, size), quality)
-        with tqdm(total=counts[split], desc=f"{split}", unit="img", disable=not show_bar) as bar:
-            for images, labels in sources[split]:
-                writer.add(images, labels)
-                bar.update(len(images))
-        statistics[split] = writer.finish()
-        log(f"{split}: {counts[split]} images")
-    mean, std = statistics["train"]
-    if config.source != "image_folder":  # the source's own statistics, so training matches
-        mean, std = list(train.mean), list(train.std)
-    manifest = Manifest(
-        format=fmt,
-        image_size=size,
-        channels=channels,
-        classes=classes,
-        mean=mean,
-        std=std,
-        counts=counts,
-        source=config.source,
-        quality=quality if fmt == "jpeg" else None,
-    )
-    write_json(partial / MANIFEST, manifest.to_dict())
-    if target.exists():
-        old = target.parent / f".{target.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
+        count = plan.counts[split]
+        writer = SplitWriter(partial, split, fmt, count, shape, quality)
+        try:
+            with tqdm(total=count, desc=split, unit="img", disable=not show_bar) as bar:
+                for images, labels in plan.batches[split]:
+                    writer.add(images, labels)
+                    bar.update(len(images))
+            statistics[split] = writer.finish()
+        finally:
+            writer.close()
+        log(f"{split}: {count} images")
+    return statistics["train"]
+
+
+def _install(partial: Path, target: Path) -> None:
+    """Rename the finished store into place; a store it replaces is kept until it is."""
+    if not target.exists():
         partial.rename(target)
-        shutil.rmtree(old)
-    else:
+        return
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    target.rename(old)
+    try:
         partial.rename(target)
-    return read_manifest(target)
+    except OSError:
+        old.rename(target)  # the previous store stays where it was
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData, balanced_subset_indices
+from ssl_emp.data.statistics import channel_stats
 from ssl_emp.data.store import open_store
 from ssl_emp.errors import UserInputError
 
@@ -138,7 +139,12 @@ def load_cifar(name: str, root: str | None, download: bool) -> tuple[ImageData, 
     return splits[0], splits[1]
 
 
-def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _synthetic_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The synthetic data's statistics as its golden runs were recorded: float32 reductions.
+
+    Frozen so that no synthetic training number changes; statistics computed from a user's
+    images use :func:`ssl_emp.data.statistics.channel_stats` (exact, chunk-independent).
+    """
     scaled = images.float().div_(255)
     mean = scaled.mean(dim=(0, 2, 3))
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
@@ -164,33 +170,28 @@ def decode_image(path: Path) -> torch.Tensor:
 
 
 def _read_folder_split(
-    folder: Path, classes: list[str], image_size: int | None
+    files: list[tuple[Path, int]], image_size: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one split's (file, label) pairs, resized and centre-cropped to ``image_size``."""
     images: list[torch.Tensor] = []
     labels: list[int] = []
     channels: dict[int, Path] = {}
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            image = decode_image(path)
-            channels.setdefault(image.shape[0], path)
-            if len(channels) > 1:
-                gray, rgb = channels.get(1), channels.get(3)
-                raise UserInputError(
-                    f"image folder mixes grayscale ({gray}) and RGB ({rgb}) images; convert them "
-                    "all to one mode"
-                )
-            side = image_size or min(image.shape[-2:])
-            image = tvf.center_crop(tvf.resize(image, [side], antialias=True), [side, side])
-            images.append(image)
-            labels.append(label)
-    if not images:
-        raise UserInputError(
-            f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-            "add images to its class folders"
-        )
+    for path, label in files:
+        image = decode_image(path)
+        channels.setdefault(image.shape[0], path)
+        if len(channels) > 1:
+            gray, rgb = channels.get(1), channels.get(3)
+            raise UserInputError(
+                f"image folder mixes grayscale ({gray}) and RGB ({rgb}) images; convert them "
+                "all to one mode"
+            )
+        side = image_size or min(image.shape[-2:])
+        image = tvf.center_crop(tvf.resize(image, [side], antialias=True), [side, side])
+        images.append(image)
+        labels.append(label)
     sizes = {tuple(image.shape) for image in images}
     if len(sizes) > 1:
+        folder = files[0][0].parent.parent
         raise UserInputError(
             f"images in {folder} have different sizes {sorted(sizes)[:3]}; set augment.image_size"
         )
@@ -205,12 +206,79 @@ def folder_layout(base: Path) -> tuple[Path, Path, list[str]]:
         raise UserInputError(
             f"image folder {base} needs train/ and test/ (or val/) sub-folders of class folders"
         )
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    classes = _class_folders(train_dir)
     if not classes:
         raise UserInputError(
             f"image folder {train_dir} has no class sub-folders; add CLASS/ folders"
         )
     return train_dir, test_dir, classes
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(path.name for path in split_dir.iterdir() if path.is_dir())
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of one class folder, sorted (the order samples get)."""
+    files = sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    )
+    if not files:
+        raise UserInputError(
+            f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            "add images, or remove the class from both train/ and test/"
+        )
+    return files
+
+
+def _split_files(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    return [
+        (path, label)
+        for label, name in enumerate(classes)
+        for path in _image_files(split_dir / name)
+    ]
+
+
+def _names(names: list[str]) -> str:
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    return f"{names[0]!r}{more}"
+
+
+def _check_class_sets(base: Path, train_dir: Path, test_dir: Path, classes: list[str]) -> None:
+    """Both splits name the same classes: a label the test split lacks, or test images of a
+    class no model was trained on, is a mistake in the folder, not something to guess at."""
+    tested = _class_folders(test_dir)
+    missing = [name for name in classes if name not in tested]
+    if missing:
+        raise UserInputError(
+            f"image folder {base}: class {_names(missing)} has images in {train_dir.name}/ but "
+            f"no folder in {test_dir.name}/; add {test_dir / missing[0]}/ with images or "
+            f"remove {train_dir / missing[0]}/"
+        )
+    extra = [name for name in tested if name not in classes]
+    if extra:
+        raise UserInputError(
+            f"image folder {base}: class {_names(extra)} is in {test_dir.name}/ but not in "
+            f"{train_dir.name}/; add {train_dir / extra[0]}/ with training images or remove "
+            f"{test_dir / extra[0]}/"
+        )
+
+
+def list_image_folder(base: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Class names and, per split (``train``, ``test``), the (file, label) pairs of a folder.
+
+    The one listing both the in-memory loader and ``ssl-emp prepare`` use, checked: every
+    class folder holds images and both splits hold the same classes.
+
+    Raises:
+        UserInputError: one line naming the folder at fault and the fix.
+    """
+    train_dir, test_dir, classes = folder_layout(base)
+    train = _split_files(train_dir, classes)
+    _check_class_sets(base, train_dir, test_dir, classes)
+    return classes, {"train": train, "test": _split_files(test_dir, classes)}
 
 
 def load_store(root: str | None, image_size: int | None) -> tuple[ImageData, ImageData]:
@@ -239,10 +307,11 @@ def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageDa
         raise UserInputError(
             "data.source=image_folder needs data.root=FOLDER (with train/ and test/)"
         )
-    train_dir, test_dir, classes = folder_layout(Path(root))
-    train_images, train_labels = _read_folder_split(train_dir, classes, image_size)
-    test_images, test_labels = _read_folder_split(test_dir, classes, train_images.shape[-1])
-    mean, std = _channel_stats(train_images)
+    base = Path(root)
+    classes, files = list_image_folder(base)
+    train_images, train_labels = _read_folder_split(files["train"], image_size)
+    test_images, test_labels = _read_folder_split(files["test"], train_images.shape[-1])
+    mean, std = channel_stats(train_images)  # as prepare computes them, so a store matches
     name = "image_folder"
     return (
         ImageData(train_images, train_labels, len(classes), mean, std, name),
@@ -270,7 +339,7 @@ def make_synthetic(
     generator.manual_seed(seed * 1000 + split + 1)
     noise = 0.15 * torch.randn(size, channels, image_size, image_size, generator=generator)
     images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
-    mean, std = _channel_stats(images)
+    mean, std = _synthetic_stats(images)
     return ImageData(images, labels, num_classes, mean, std, "synthetic")
 
 

@@ -16,6 +16,11 @@ A store is a directory that ``ssl-emp prepare`` writes once from any source:
 (``images[indices]`` -> uint8 (B, C, H, W) on the CPU), so evaluation and the memory pass
 stream it unchanged; the trainer reads each epoch's kept rows ahead in worker processes
 (:mod:`ssl_emp.data.streaming`).
+
+:func:`open_store` checks every file against the manifest when the store is opened (sizes,
+offsets, channels against mean/std, labels against counts and classes), so a damaged or
+hand-edited store is refused in one line before anything trains instead of training on
+scrambled rows or failing at the first batch.
 """
 
 from __future__ import annotations
@@ -68,6 +73,16 @@ class Manifest:
         }
 
 
+def repair_hint(root: Path) -> str:
+    """The command that rebuilds the store at ``root`` in place."""
+    return f"re-run `ssl-emp prepare -c CONFIG --out {root} --overwrite`"
+
+
+def damaged(root: Path, problem: str) -> UserInputError:
+    """The one-line error for a store whose files do not hold what its manifest says."""
+    return UserInputError(f"store {root} is damaged: {problem}; {repair_hint(root)}")
+
+
 def read_manifest(root: Path) -> Manifest:
     """The manifest of the store at ``root``, or a one-line error saying what is wrong."""
     if not root.is_dir():
@@ -76,19 +91,51 @@ def read_manifest(root: Path) -> Manifest:
     if not path.is_file():
         raise UserInputError(
             f"{root} is not a finished store (no {MANIFEST}: prepare was interrupted or this is "
-            f"another folder); build it again with `{PREPARE_HINT}`"
+            f"another folder); delete it and build it again with `{PREPARE_HINT}`"
         )
     try:
         values = json.loads(path.read_text())
         manifest = Manifest(**values)
     except (json.JSONDecodeError, TypeError) as error:
-        raise UserInputError(f"{path} is damaged ({error}); prepare the store again") from None
+        raise damaged(root, f"{MANIFEST} is unreadable ({error})") from None
     if manifest.version != STORE_VERSION:
         raise UserInputError(
             f"store {root} has format version {manifest.version}, this ssl_emp reads version "
-            f"{STORE_VERSION}; prepare it again with this version"
+            f"{STORE_VERSION}; {repair_hint(root)} with this version"
         )
     return manifest
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(root: Path, manifest: Manifest) -> None:
+    """The manifest's own facts agree with each other (before its files are checked).
+
+    Raises:
+        UserInputError: a value of the wrong kind, or channels that disagree with mean/std
+            (which would otherwise fail inside the augmentations at the first batch).
+    """
+    if manifest.format not in ("raw", "jpeg"):
+        raise damaged(root, f"format {manifest.format!r} is neither raw nor jpeg")
+    if not _is_count(manifest.image_size) or manifest.image_size < 1:
+        raise damaged(root, f"image_size {manifest.image_size!r} is not a positive integer")
+    if not _is_count(manifest.channels) or manifest.channels < 1:
+        raise damaged(root, f"channels {manifest.channels!r} is not a positive integer")
+    if not isinstance(manifest.mean, list) or not isinstance(manifest.std, list):
+        raise damaged(root, "mean and std must be lists of per-channel values")
+    if not (manifest.channels == len(manifest.mean) == len(manifest.std)):
+        raise damaged(
+            root,
+            f"the manifest gives {manifest.channels} channel{'s' * (manifest.channels > 1)} but "
+            f"{len(manifest.mean)} mean and {len(manifest.std)} std values",
+        )
+    if not isinstance(manifest.classes, list) or not manifest.classes:
+        raise damaged(root, "the manifest names no classes")
+    counts = manifest.counts if isinstance(manifest.counts, dict) else {}
+    if not all(_is_count(counts.get(split)) for split in SPLITS):
+        raise damaged(root, f"counts {manifest.counts!r} must give the train and test counts")
 
 
 class StoredImages:
@@ -116,8 +163,8 @@ class StoredImages:
         self.dtype = torch.uint8
         self.ndim = 4
         self.device = torch.device("cpu")
-        self._raw: np.memmap | None = None
-        self._bytes: np.memmap | None = None
+        self._raw: np.ndarray | None = None  # memory maps once open
+        self._bytes: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
         self.bytes_read = 0  # since creation (per process), for the data benchmark
 
@@ -131,23 +178,23 @@ class StoredImages:
         return state
 
     def _open(self) -> None:
-        manifest, count = self.manifest, self.manifest.counts[self.split]
-        shape = (count, manifest.channels, manifest.image_size, manifest.image_size)
-        try:
-            if manifest.format == "raw":
-                path = self.root / f"{self.split}_images.u8"
-                self._raw = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
-            else:
-                self._offsets = np.load(self.root / f"{self.split}_offsets.npy")
-                path = self.root / f"{self.split}_jpeg.bin"
-                self._bytes = np.memmap(path, dtype=np.uint8, mode="r")
-                if len(self._offsets) != count + 1 or self._offsets[-1] != len(self._bytes):
-                    raise ValueError("the offsets do not match the byte file")
-        except (OSError, ValueError) as error:
-            raise UserInputError(
-                f"store {self.root} is damaged: {self.split} images unreadable ({error}); "
-                "prepare it again"
-            ) from None
+        """Map the split's files, checked against the manifest (a failed check maps nothing,
+        so every later read fails the same way)."""
+        self._raw, self._bytes, self._offsets = _map_split(self.root, self.split, self.manifest)
+
+    def check(self) -> None:
+        """Check the split's files against the manifest now, before anything reads them.
+
+        Raw: the file holds exactly count x C x H x W bytes. JPEG: the offsets are a rising
+        index over the whole byte file, and the first image decodes to the manifest's shape.
+
+        Raises:
+            UserInputError: one line naming the store, the problem and the fix.
+        """
+        self._open()
+        if self._bytes is not None and self.manifest.counts[self.split] > 0:
+            first = np.zeros(1, dtype=np.int64)
+            self._decode(first, self._encoded(first))  # not counted in bytes_read
 
     def _store_rows(self, key: Any) -> np.ndarray:
         """The store rows a tensor-style index selects."""
@@ -175,22 +222,36 @@ class StoredImages:
             batch = torch.from_numpy(np.ascontiguousarray(self._raw[rows]))
             self.bytes_read += batch.numel()
             return batch
+        encoded = self._encoded(rows)
+        images = self._decode(rows, encoded)
+        self.bytes_read += sum(len(item) for item in encoded)
+        return images
+
+    def _encoded(self, rows: np.ndarray) -> list[torch.Tensor]:
         assert self._bytes is not None and self._offsets is not None
-        encoded = [
+        return [
             torch.from_numpy(np.array(self._bytes[self._offsets[row] : self._offsets[row + 1]]))
             for row in rows
         ]
-        self.bytes_read += sum(len(item) for item in encoded)
+
+    def _decode(self, rows: np.ndarray, encoded: list[torch.Tensor]) -> torch.Tensor:
+        """One batched decode, each image checked against the manifest's shape."""
+        if not encoded:
+            return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
         try:
-            decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED) if encoded else []
+            decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
         except RuntimeError as error:
             bad = next((int(r) for r, e in zip(rows, encoded, strict=True) if not _decodes(e)), "?")
-            raise UserInputError(
-                f"store {self.root}: {self.split} sample {bad} is not a readable JPEG ({error}); "
-                "prepare the store again"
+            raise damaged(
+                self.root, f"{self.split} sample {bad} is not a readable JPEG ({error})"
             ) from None
-        if not decoded:
-            return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
+        for row, image in zip(rows, decoded, strict=True):
+            if tuple(image.shape) != self.shape[1:]:
+                raise damaged(
+                    self.root,
+                    f"{self.split} sample {int(row)} decodes to {_shape(image.shape)}, but the "
+                    f"manifest says {_shape(self.shape[1:])}",
+                )
         return torch.stack(decoded)
 
     def to(self, device: torch.device | str) -> StoredImages:
@@ -217,24 +278,95 @@ def _decodes(encoded: torch.Tensor) -> bool:
     return True
 
 
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(side)) for side in shape)
+
+
+def _map_split(
+    root: Path, split: str, manifest: Manifest
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(raw rows, JPEG bytes, offsets) of one split, each checked against the manifest."""
+    count = manifest.counts[split]
+    shape = (count, manifest.channels, manifest.image_size, manifest.image_size)
+    try:
+        if manifest.format == "raw":
+            path = root / f"{split}_images.u8"
+            needed, held = int(np.prod(shape)), path.stat().st_size
+            if held != needed:
+                raise damaged(
+                    root,
+                    f"{path.name} holds {held} bytes, but {count} images of {_shape(shape[1:])} "
+                    f"need {needed}",
+                )
+            if not needed:  # an empty split: nothing to map
+                return np.zeros(shape, dtype=np.uint8), None, None
+            return np.memmap(path, dtype=np.uint8, mode="r", shape=shape), None, None
+        offsets = np.load(root / f"{split}_offsets.npy")
+        path = root / f"{split}_jpeg.bin"
+        held = path.stat().st_size
+        _check_offsets(root, split, offsets, count, held)
+        encoded = np.memmap(path, dtype=np.uint8, mode="r") if held else np.zeros(0, np.uint8)
+        return None, encoded, offsets
+    except (OSError, ValueError) as error:
+        raise damaged(root, f"{split} images unreadable ({error})") from None
+
+
+def _check_offsets(root: Path, split: str, offsets: np.ndarray, count: int, held: int) -> None:
+    """The offsets index every image of the byte file, in order, and nothing beyond it."""
+    name = f"{split}_offsets.npy"
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) != count + 1:
+        raise damaged(
+            root,
+            f"{name} holds {offsets.shape} {offsets.dtype} for {count} images (needs "
+            f"{count + 1} integers)",
+        )
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise damaged(root, f"{name} is not a rising index from 0")
+    if offsets[-1] != held:
+        raise damaged(
+            root,
+            f"{split}_jpeg.bin holds {held} bytes but its offsets end at {int(offsets[-1])} "
+            "(truncated or replaced)",
+        )
+
+
+def _read_labels(root: Path, split: str, manifest: Manifest) -> torch.Tensor:
+    """A split's labels, one per image and each naming one of the manifest's classes."""
+    try:
+        labels = np.load(root / f"{split}_labels.npy")
+    except (OSError, ValueError) as error:
+        raise damaged(root, f"{split} labels unreadable ({error})") from None
+    count, classes = manifest.counts[split], len(manifest.classes)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise damaged(root, f"{split} labels are {labels.shape} {labels.dtype}, not integers")
+    if len(labels) != count:
+        raise damaged(root, f"{len(labels)} {split} labels for {count} images")
+    outside = labels[(labels < 0) | (labels >= classes)]
+    if len(outside):
+        raise damaged(
+            root,
+            f"{split} labels must lie in 0..{classes - 1} ({classes} classes), found "
+            f"{int(outside[0])}",
+        )
+    return torch.from_numpy(labels.astype(np.int64))
+
+
 def open_store(root: str | None, split_names: Sequence[str] = SPLITS) -> tuple[Manifest, dict]:
-    """The manifest and the :class:`StoredImages` and labels of each split at ``root``."""
+    """The manifest and the :class:`StoredImages` and labels of each split at ``root``.
+
+    Every file is checked against the manifest here, when the store is opened, so a damaged
+    or hand-edited store is refused before anything trains (not scrambled or failing
+    mid-run).
+    """
     if root is None:
         raise UserInputError(f"data.source=store needs data.root=DIR (built by `{PREPARE_HINT}`)")
     base = Path(root)
     manifest = read_manifest(base)
+    check_manifest(base, manifest)
     splits = {}
     for split in split_names:
-        try:
-            labels = torch.from_numpy(np.load(base / f"{split}_labels.npy").astype(np.int64))
-        except (OSError, ValueError) as error:
-            raise UserInputError(
-                f"store {base} is damaged: {split} labels unreadable ({error}); prepare it again"
-            ) from None
-        if len(labels) != manifest.counts[split]:
-            raise UserInputError(
-                f"store {base} is damaged: {len(labels)} {split} labels for "
-                f"{manifest.counts[split]} images; prepare it again"
-            )
-        splits[split] = (StoredImages(base, split, manifest), labels)
+        labels = _read_labels(base, split, manifest)
+        images = StoredImages(base, split, manifest)
+        images.check()
+        splits[split] = (images, labels)
     return manifest, splits

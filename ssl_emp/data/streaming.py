@@ -15,16 +15,31 @@ every per-sample table of the pruner again), so a store of any size costs the wo
 same. Like any ``DataLoader`` with spawned workers, a script that trains from a store must
 guard its entry point with ``if __name__ == "__main__":`` (the ``ssl-emp`` command does);
 ``data.workers=0`` reads in the training process instead.
+
+A store error met in a worker (a corrupt JPEG, say) comes back as the batch's value, not as
+an exception: a ``DataLoader`` re-raises a worker's exception with the worker's whole
+traceback in its message, which the command line would print as dozens of lines. The reader
+raises it again where the batch is used, as the same one-line :class:`UserInputError` as in
+the training process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssl_emp.data.store import StoredImages
+from ssl_emp.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class _ReadFailure:
+    """A batch that could not be read: the one-line message of its :class:`UserInputError`."""
+
+    message: str
 
 
 class _Rows(Dataset):
@@ -36,8 +51,19 @@ class _Rows(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: torch.Tensor) -> torch.Tensor:
-        return self.images[key]
+    def __getitem__(self, key: torch.Tensor) -> torch.Tensor | _ReadFailure:
+        try:
+            return self.images[key]
+        except UserInputError as error:  # returned, so no worker traceback is wrapped round it
+            return _ReadFailure(str(error))
+
+
+def _raise_failures(batches: Iterator[torch.Tensor | _ReadFailure]) -> Iterator[torch.Tensor]:
+    """The batches, with a failed read raised again as its one-line error."""
+    for batch in batches:
+        if isinstance(batch, _ReadFailure):
+            raise UserInputError(batch.message)
+        yield batch
 
 
 class _EpochBatches(Sampler):
@@ -81,4 +107,4 @@ class StoreReader:
     def read(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The images of each of ``batches`` (index tensors into the split), in order."""
         self.sampler.batches = [batch.detach().cpu() for batch in batches]
-        return iter(self.loader)
+        return _raise_failures(iter(self.loader))
