@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ssl_emp.engine.checkpoint import list_checkpoints  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_FILE = ROOT / "tests" / "golden" / "golden_runs.json"
 TIMING_FIELDS = {"wall_time_s", "images_per_s", "bank_pass_s"}
@@ -129,7 +132,7 @@ def _summarise(run_dir: Path) -> dict[str, Any]:
                 summary[name] = {key: _sha256(arrays[key]) for key in sorted(arrays.files)}
     if (run_dir / "eval.json").is_file():
         summary["eval.json"] = json.loads((run_dir / "eval.json").read_text())
-    final = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))[-1]
+    final = list_checkpoints(run_dir / "checkpoints")[-1]  # the newest, in training order
     summary["final_checkpoint"] = final.name
     summary["model_sha256"] = _model_digest(final)
     return summary
