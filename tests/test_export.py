@@ -113,3 +113,29 @@ def test_a_foreign_state_dict_is_refused_clearly(tmp_path: Path) -> None:
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(UserInputError, match="was not written by `ssl-emp export`"):
         ssl_emp.load_backbone(path)
+
+
+@pytest.fixture(scope="module")
+def simclr_run(tmp_path_factory) -> Path:
+    """One trained SimCLR run (with a projection head) shared by the checks below."""
+    tmp_path = tmp_path_factory.mktemp("export")
+    _trained(tiny_config_with(tmp_path, "train.epochs=1"))
+    return tmp_path / "run"
+
+
+def test_head_keys_are_the_heads_own_keys_under_head_dot(simclr_run: Path, tmp_path: Path) -> None:
+    """``head.`` + the head's state_dict keys, so ``head.layers.0.weight``, never
+    ``headlayers.0.weight`` (which load_backbone would not even notice on its own files)."""
+    from safetensors.torch import load_file
+
+    from ssl_emp.data import build_datasets
+
+    config = RunDirectory(str(simclr_run)).load_config()
+    model = build_method(config, build_datasets(config.data, seed=config.seed)[0])
+    head_keys = {f"head.{key}" for key in model.projection_head.state_dict()}
+    body_keys = set(model.backbone.body.state_dict())
+    assert "head.layers.0.weight" in head_keys
+    for name in ("with_head.pt", "with_head.safetensors"):
+        export_run(str(simclr_run), str(tmp_path / name), head=True)
+    assert set(torch.load(tmp_path / "with_head.pt", weights_only=True)) == body_keys | head_keys
+    assert set(load_file(tmp_path / "with_head.safetensors")) == body_keys | head_keys
