@@ -123,6 +123,12 @@ def simclr_run(tmp_path_factory) -> Path:
     return tmp_path / "run"
 
 
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("ssl-emp: error: "), err
+    return err
+
+
 def test_head_keys_are_the_heads_own_keys_under_head_dot(simclr_run: Path, tmp_path: Path) -> None:
     """``head.`` + the head's state_dict keys, so ``head.layers.0.weight``, never
     ``headlayers.0.weight`` (which load_backbone would not even notice on its own files)."""
@@ -139,3 +145,29 @@ def test_head_keys_are_the_heads_own_keys_under_head_dot(simclr_run: Path, tmp_p
         export_run(str(simclr_run), str(tmp_path / name), head=True)
     assert set(torch.load(tmp_path / "with_head.pt", weights_only=True)) == body_keys | head_keys
     assert set(load_file(tmp_path / "with_head.safetensors")) == body_keys | head_keys
+
+
+def test_export_into_an_existing_directory_is_one_line(
+    simclr_run: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert main(["export", str(simclr_run), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in _one_line_error(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["encoder.onnx", "encoder.bin", "encoder", "encoder.PT"])
+def test_an_extension_export_does_not_write_is_refused(
+    simclr_run: Path, tmp_path: Path, capsys, name: str
+) -> None:
+    assert main(["export", str(simclr_run), "--out", str(tmp_path / name)]) == 2
+    err = _one_line_error(capsys)
+    assert ".pt" in err and ".pth" in err and ".safetensors" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["encoder.pt", "encoder.pth", "encoder.safetensors"])
+def test_every_supported_extension_is_written(simclr_run: Path, tmp_path: Path, name: str) -> None:
+    assert main(["export", str(simclr_run), "--out", str(tmp_path / name)]) == 0
+    assert ssl_emp.export_metadata(tmp_path / name)["backbone"] == "resnet_small"

@@ -45,14 +45,17 @@ def add_artifact_commands(
         "export",
         help="write a run's trained backbone as a plain state_dict file",
         description="Write the backbone of a run's newest checkpoint as a plain state_dict "
-        "(torch.save, or safetensors for a .safetensors name), with a small metadata entry "
+        "(torch.save for a .pt or .pth name, safetensors for a .safetensors name; other names "
+        "are refused), with a small metadata entry "
         "naming its architecture and preprocessing. torchvision's resnet18()/resnet50() with "
         "fc = nn.Identity() load it with strict=True (standard stem, 3 channels); "
         "ssl_emp.load_backbone(FILE) rebuilds any backbone from the file alone.",
         formatter_class=formatter,
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining or supervised run")
-    export.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    export.add_argument(
+        "--out", required=True, metavar="FILE", help="the file to write: .pt, .pth or .safetensors"
+    )
     export.add_argument(
         "--head",
         action="store_true",
