@@ -15,6 +15,8 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
+from ssl_emp.errors import UserInputError
+
 DEFAULT_FILE_MODE = 0o644
 
 
@@ -33,6 +35,22 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_failure(path: Path, error: OSError, option: str) -> UserInputError:
+    """The one-line error for an ``OSError`` raised while writing ``path`` (read-only or full
+    disk, a file where a folder should be), naming the path and the fix.
+
+    Args:
+        path: the file that could not be written.
+        error: what the write raised.
+        option: the command-line option that chose the location, e.g. ``--out``.
+    """
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"{blocker} is a file, not a folder" if blocker else error.strerror or str(error)
+    return UserInputError(
+        f"cannot write {path}: {reason}; pass {option} a location you can write to, with free space"
+    )
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

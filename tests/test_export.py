@@ -1,5 +1,6 @@
 """``ssl-emp export`` and ``ssl_emp.load_backbone``: encoders that leave a run as plain files."""
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from ssl_emp.errors import UserInputError
 from ssl_emp.eval.loading import load_trained_backbone
 from ssl_emp.experiments.export import export_run
 from ssl_emp.experiments.train import build_trainer
+from ssl_emp.io import atomic_write
 from ssl_emp.methods import build_method
+from ssl_emp.models import portable
 from tests.conftest import tiny_config_with
 
 
@@ -171,3 +174,35 @@ def test_an_extension_export_does_not_write_is_refused(
 def test_every_supported_extension_is_written(simclr_run: Path, tmp_path: Path, name: str) -> None:
     assert main(["export", str(simclr_run), "--out", str(tmp_path / name)]) == 0
     assert ssl_emp.export_metadata(tmp_path / name)["backbone"] == "resnet_small"
+
+
+def test_an_out_path_under_a_regular_file_is_one_line(
+    simclr_run: Path, tmp_path: Path, capsys
+) -> None:
+    blocker = tmp_path / "some_file"
+    blocker.write_text("not a folder")
+    assert main(["export", str(simclr_run), "--out", str(blocker / "x.pt")]) == 2
+    err = _one_line_error(capsys)
+    assert str(blocker / "x.pt") in err and "is a file, not a folder" in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_export(
+    simclr_run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    out = tmp_path / "encoder.pt"
+    out.write_bytes(b"the previous export")
+
+    def fills_the_disk(path: Path, write) -> None:
+        def half_then_full(stream) -> None:
+            stream.write(b"half an export")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        atomic_write(path, half_then_full)
+
+    monkeypatch.setattr(portable, "atomic_write", fills_the_disk)
+    assert main(["export", str(simclr_run), "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "No space left on device" in err
+    assert out.read_bytes() == b"the previous export"  # nothing half-written, nothing lost
+    assert [p.name for p in tmp_path.iterdir()] == ["encoder.pt"]  # no temporary file left

@@ -14,6 +14,7 @@ from ssl_emp.data import ImageData, build_datasets
 from ssl_emp.engine.checkpoint import load_latest_checkpoint
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
+from ssl_emp.io import write_failure
 from ssl_emp.methods import build_method
 from ssl_emp.methods.base import Method
 from ssl_emp.models.portable import check_export_path, save_backbone
@@ -48,8 +49,9 @@ def export_run(run_dir: str, out: str, head: bool = False) -> dict[str, Any]:
         The metadata written into the file.
 
     Raises:
-        UserInputError: not a run directory, no checkpoint yet, or ``out`` a directory or
-            of another extension.
+        UserInputError: not a run directory, no checkpoint yet, ``out`` a directory or of
+            another extension, or ``out`` not writable (read-only or full disk); a failed
+            write leaves whatever was at ``out`` as it was.
     """
     out_path = Path(out)
     check_export_path(out_path)  # before the checkpoint is read: fail fast
@@ -90,5 +92,8 @@ def export_run(run_dir: str, out: str, head: bool = False) -> dict[str, Any]:
     head_module = None
     if head:
         head_module, metadata["head"] = _head_description(model, config.method.name)
-    save_backbone(out_path, model.backbone, metadata, head=head_module)
+    try:
+        save_backbone(out_path, model.backbone, metadata, head=head_module)
+    except OSError as error:
+        raise write_failure(out_path, error, option="--out") from None
     return metadata
