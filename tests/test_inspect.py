@@ -1,15 +1,34 @@
 """``ssl-emp inspect``: the extreme samples of scores.npz, the audit CSV and precision at k."""
 
 import csv
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ssl_emp.cli import main
+from ssl_emp.config import DataConfig
+from ssl_emp.data import build_datasets
+from ssl_emp.data.prepare import prepare_store
+from ssl_emp.data.sources import load_cifar, load_fashion_mnist
 from ssl_emp.experiments.inspect_run import GRIDS, inspect_run
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import tiny_config_with
+from tests.test_data import _fake_fashion_mnist, _write_cifar
+
+FASHION_MNIST_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def _extremes_by_hand(values: np.ndarray, count: int, largest: bool) -> list[int]:
@@ -80,3 +99,23 @@ def test_an_unfinished_run_is_refused_in_one_line(tmp_path: Path, capsys) -> Non
     assert main(["inspect", config.run.dir]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no scores.npz yet" in err
+
+
+def test_the_sources_name_their_classes(tmp_path: Path) -> None:
+    _fake_fashion_mnist(tmp_path / "fmnist")
+    train, test = load_fashion_mnist(str(tmp_path / "fmnist"))
+    assert train.class_names == test.class_names == FASHION_MNIST_NAMES
+    assert train.source_files() is None  # no files behind IDX arrays: the CSV leaves it empty
+    _write_cifar(tmp_path / "cifar")
+    assert load_cifar("cifar10", str(tmp_path / "cifar"), download=False)[0].class_names is None
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship"]
+    with open(tmp_path / "cifar" / "cifar-10-batches-py" / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [*names, "truck"]}, handle)
+    train, _ = load_cifar("cifar10", str(tmp_path / "cifar"), download=False)
+    assert train.class_names == (*names, "truck")
+    fmnist = DataConfig(source="fashion_mnist", root=str(tmp_path / "fmnist"))
+    prepare_store(fmnist, seed=0, out=str(tmp_path / "store"), log=lambda _: None)
+    stored, _ = build_datasets(DataConfig(source="store", root=str(tmp_path / "store")), seed=0)
+    assert stored.class_names == FASHION_MNIST_NAMES and stored.source_files() is None
+    synthetic, _ = build_datasets(DataConfig(source="synthetic"), seed=0)
+    assert synthetic.class_names is None

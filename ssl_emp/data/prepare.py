@@ -9,6 +9,7 @@ manifest, so an interrupted prepare leaves nothing that looks like a store.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from ssl_emp.data.dataset import ImageData
 from ssl_emp.data.sources import IMAGE_SUFFIXES, build_datasets, decode_image, folder_layout
 from ssl_emp.data.store import MANIFEST, SPLITS, Manifest, read_manifest
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import write_json
+from ssl_emp.io import write_bytes, write_json
 
 CHUNK = 1024  # images decoded (and held) at a time when streaming a folder
 
@@ -184,6 +185,9 @@ def prepare_store(
         if config.root is None:
             raise UserInputError("data.source=image_folder needs data.root=FOLDER")
         classes, files = _folder_files(Path(config.root))
+        for split in SPLITS:  # so a sample of the store can be traced to its file
+            paths = [str(path.absolute()) for path, _ in files[split]]
+            write_bytes(partial / f"{split}_files.json", json.dumps(paths).encode())
         first = decode_image(files["train"][0][0])
         size = image_size or min(first.shape[-2:])
         channels = first.shape[0]
@@ -194,7 +198,8 @@ def prepare_store(
     else:
         train, test = build_datasets(whole, seed=seed)
         size = image_size or train.image_size
-        channels, classes = train.channels, [str(c) for c in range(train.num_classes)]
+        channels = train.channels
+        classes = list(train.class_names or (str(c) for c in range(train.num_classes)))
         sources = {"train": _batches(train, size), "test": _batches(test, size)}
         counts = {"train": len(train), "test": len(test)}
     statistics = {}
