@@ -12,7 +12,7 @@ from ssl_emp.config import DataConfig
 from ssl_emp.data import build_datasets
 from ssl_emp.data.prepare import prepare_store
 from ssl_emp.data.sources import load_cifar, load_fashion_mnist
-from ssl_emp.experiments.inspect_run import GRIDS, inspect_run
+from ssl_emp.experiments.inspect_run import GRIDS, extreme_indices, inspect_run
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import tiny_config_with
 from tests.test_data import _fake_fashion_mnist, _write_cifar
@@ -59,9 +59,43 @@ def test_grids_show_exactly_the_extreme_samples(noisy_run: Path, tmp_path: Path)
     found = inspect_run(str(noisy_run), out=str(tmp_path / "out"), samples=10)
     scores = np.load(noisy_run / "scores.npz")
     for name, (array, largest) in GRIDS.items():
-        assert found.grids[name].tolist() == _extremes_by_hand(scores[array], 10, largest), name
+        shown = found.grids[name]
+        expected = _extremes_by_hand(scores[array], 10, largest)
+        assert len(set(shown.tolist())) == len(shown) == 10, name
+        # the same values in the same order; which of several tied samples is shown is random
+        assert scores[array][shown].tolist() == scores[array][expected].tolist(), name
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 1000
     assert (tmp_path / "out" / "train_count_hist.png").is_file()
+
+
+def test_ties_are_broken_at_random_by_a_seed_not_by_the_lowest_index() -> None:
+    values = np.array([1.0] * 50 + [0.0] * 50 + [np.nan])
+    top = extreme_indices(values, 10, largest=True, seed=0)
+    bottom = extreme_indices(values, 10, largest=False, seed=0)
+    assert set(top.tolist()) <= set(range(50)) and set(bottom.tolist()) <= set(range(50, 100))
+    assert top.tolist() != list(range(10)) and bottom.tolist() != list(range(50, 60))
+    assert extreme_indices(values, 10, largest=True, seed=0).tolist() == top.tolist()
+    assert extreme_indices(values, 10, largest=True, seed=1).tolist() != top.tolist()
+    counts = np.array([3, 1, 3, 2, 1, 3], dtype=np.int64)  # visit counts are integers
+    ordered = extreme_indices(counts, 6, largest=True, seed=0)
+    assert counts[ordered].tolist() == [3, 3, 3, 2, 1, 1]
+    assert sorted(ordered[:3].tolist()) == [0, 2, 5] and sorted(ordered[4:].tolist()) == [1, 4]
+
+
+def test_the_visit_grids_of_a_short_run_draw_from_the_ties(noisy_run: Path, tmp_path: Path) -> None:
+    """Three epochs: most samples share a visit count, so the lowest indices would fill the
+    most- and least-trained grids; the run's seed draws among them instead, reproducibly."""
+    scores = np.load(noisy_run / "scores.npz")
+    first = inspect_run(str(noisy_run), out=str(tmp_path / "a"), samples=10)
+    again = inspect_run(str(noisy_run), out=str(tmp_path / "b"), samples=10)
+    other = inspect_run(str(noisy_run), out=str(tmp_path / "c"), samples=10, seed=99)
+    for name in ("most_trained", "least_trained"):
+        largest = GRIDS[name][1]
+        boundary = scores["train_count"][first.grids[name][-1]]
+        assert (scores["train_count"] == boundary).sum() > 10  # the grid cuts through a tie
+        assert first.grids[name].tolist() != _extremes_by_hand(scores["train_count"], 10, largest)
+        assert first.grids[name].tolist() == again.grids[name].tolist()
+        assert first.grids[name].tolist() != other.grids[name].tolist()
 
 
 def test_precision_at_k_counts_the_flipped_labels(noisy_run: Path, tmp_path: Path) -> None:

@@ -67,8 +67,9 @@ def add_artifact_commands(
         help="PNG grids of the samples a run trained most/least and scored highest/lowest",
         description="For a finished run, write PNG grids of its real training images: the "
         "samples trained most and least often and those with the highest and lowest score and "
-        "memory term at the end (captions: index, label, visits, score; flipped-label and junk "
-        "samples in red), plus the training-count histogram, into RUN_DIR/inspect/. On runs "
+        "memory term at the end (captions: index, label, visits, score; ties in random order, "
+        "--seed; flipped-label and junk samples in red), plus the training-count histogram, "
+        "into RUN_DIR/inspect/. On runs "
         "with data.label_noise or data.junk_fraction it prints the precision at k of each "
         "signal (score, loss, memory): the share of the k most extreme samples that are the "
         "flipped (junk) ones, next to chance.",
@@ -87,6 +88,12 @@ def add_artifact_commands(
     )
     inspect.add_argument(
         "--samples", type=int, default=32, help="images per grid (default: %(default)s)"
+    )
+    inspect.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the random order of samples that tie (default: the run's seed)",
     )
 
 
@@ -135,7 +142,12 @@ def run_artifact_command(args: argparse.Namespace) -> None:
         if args.samples < 1 or (args.k is not None and args.k < 1):
             raise UserInputError("--samples and --k must be at least 1")
         found = inspect_run(
-            args.run_dir, out=args.out, write_csv=args.csv, k=args.k, samples=args.samples
+            args.run_dir,
+            out=args.out,
+            write_csv=args.csv,
+            k=args.k,
+            samples=args.samples,
+            seed=args.seed,
         )
         folder = found.files[0].parent
         print(

@@ -24,6 +24,7 @@ from ssl_emp.io import write_bytes
 
 GRID_SAMPLES = 32
 GRID_COLUMNS = 8
+TIE_STREAM = 0x7E5  # the tie-breaking generator's stream, apart from the run's own
 # grid name -> (array of scores.npz, largest first)
 GRIDS = {
     "most_trained": ("train_count", True),
@@ -36,18 +37,26 @@ GRIDS = {
 SIGNALS = ("score", "loss", "memory")
 
 
-def extreme_indices(values: np.ndarray, count: int, largest: bool) -> np.ndarray:
-    """Indices of the ``count`` largest (or smallest) finite ``values``; ties go to the lower
-    index. Samples never scored (NaN) are left out."""
+def extreme_indices(values: np.ndarray, count: int, largest: bool, seed: int) -> np.ndarray:
+    """Indices of the ``count`` largest (or smallest) finite ``values``, most extreme first.
+
+    Ties are broken in a random order drawn from ``seed``: where many samples share a value
+    (the visit counts of a short run) the grid shows a random draw of them, not always the
+    lowest indices, which would stand for the start of the dataset only. Samples never
+    scored (NaN) are left out.
+    """
     finite = np.flatnonzero(np.isfinite(values))
-    keys = -values[finite] if largest else values[finite]
-    order = np.argsort(keys, kind="stable")
+    keys = -values[finite].astype(np.float64) if largest else values[finite]
+    shuffle = np.random.default_rng([seed, TIE_STREAM]).permutation(len(finite))
+    order = np.lexsort((shuffle, keys))  # by value, then by the random rank
     return finite[order[:count]]
 
 
-def precision_at_k(values: np.ndarray, flagged: np.ndarray, k: int, largest: bool) -> float:
-    """Share of the ``k`` most extreme samples that are in ``flagged``."""
-    chosen = extreme_indices(values, k, largest)
+def precision_at_k(
+    values: np.ndarray, flagged: np.ndarray, k: int, largest: bool, seed: int
+) -> float:
+    """Share of the ``k`` most extreme samples (ties drawn from ``seed``) in ``flagged``."""
+    chosen = extreme_indices(values, k, largest, seed=seed)
     return float(np.isin(chosen, flagged).mean()) if len(chosen) else float("nan")
 
 
@@ -172,6 +181,7 @@ def inspect_run(
     write_csv: bool = False,
     k: int | None = None,
     samples: int = GRID_SAMPLES,
+    seed: int | None = None,
 ) -> Inspection:
     """Write the grids (and the CSV) of a finished run into ``out`` (default ``RUN/inspect``).
 
@@ -181,12 +191,14 @@ def inspect_run(
         write_csv: also write ``samples.csv``, every sample sorted by score.
         k: samples per precision-at-k check (default: as many as are flagged).
         samples: images per grid.
+        seed: seed of the random order of tied samples (default: the run's seed).
 
     Raises:
         UserInputError: not a run directory, or the run has not finished.
     """
     run = RunDirectory(run_dir)
     config = run.load_config()
+    tie_seed = config.seed if seed is None else seed
     scores = _read_scores(run)
     flagged = _flagged(run)
     data = training_images(config)
@@ -198,7 +210,7 @@ def inspect_run(
     target = Path(out) if out else run.path / "inspect"
     result = Inspection()
     for name, (array, largest) in GRIDS.items():
-        indices = extreme_indices(scores[array], samples, largest)
+        indices = extreme_indices(scores[array], samples, largest, seed=tie_seed)
         result.grids[name] = indices
         title = f"{run.path.name}: {name.replace('_', ' ')} ({array})"
         path = target / f"{name}.png"
@@ -216,7 +228,7 @@ def inspect_run(
         chance = len(bad) / len(scores["score"])
         for signal in SIGNALS:
             for largest in (True, False):
-                value = precision_at_k(scores[signal], bad, chosen_k, largest)
+                value = precision_at_k(scores[signal], bad, chosen_k, largest, seed=tie_seed)
                 direction = "highest" if largest else "lowest"
                 result.precision.append((kind, signal, direction, chosen_k, value, chance))
     if config.logging.tensorboard:
