@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ssl_emp.cli import main
 from ssl_emp.config import DataConfig
@@ -29,6 +30,7 @@ FASHION_MNIST_NAMES = (
     "Bag",
     "Ankle boot",
 )
+FOLDER_CLASSES = ("cat", "dog", "hedgehog")
 
 
 def _extremes_by_hand(values: np.ndarray, count: int, largest: bool) -> list[int]:
@@ -98,6 +100,23 @@ def test_the_visit_grids_of_a_short_run_draw_from_the_ties(noisy_run: Path, tmp_
         assert first.grids[name].tolist() != other.grids[name].tolist()
 
 
+def test_each_grid_is_captioned_by_what_it_is_sorted_by(noisy_run: Path, tmp_path: Path) -> None:
+    found = inspect_run(str(noisy_run), out=str(tmp_path / "out"), samples=10)
+    scores = np.load(noisy_run / "scores.npz")
+    for name, (array, _) in GRIDS.items():
+        assert len(found.captions[name]) == len(found.grids[name]) == 10
+        for index, text in zip(found.grids[name].tolist(), found.captions[name], strict=True):
+            first, second = text.split("\n")
+            assert first == f"#{index} y={scores['labels'][index]}"  # synthetic: no names
+            visits = f"v={scores['train_count'][index]}"
+            expected = {
+                "train_count": [visits, f"s={scores['score'][index]:.2f}"],
+                "score": [f"s={scores['score'][index]:.2f}", visits],
+                "memory": [f"m={scores['memory'][index]:.2f}", visits],
+            }[array]
+            assert second.split() == expected, (name, text)
+
+
 def test_precision_at_k_counts_the_flipped_labels(noisy_run: Path, tmp_path: Path) -> None:
     found = inspect_run(str(noisy_run), out=str(tmp_path / "out"), k=12)
     scores = np.load(noisy_run / "scores.npz")
@@ -133,6 +152,56 @@ def test_an_unfinished_run_is_refused_in_one_line(tmp_path: Path, capsys) -> Non
     assert main(["inspect", config.run.dir]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no scores.npz yet" in err
+
+
+def _write_image_folder(root: Path, per_class: int = 6) -> None:
+    """16-pixel PNGs (the training size, so each file decodes to exactly its sample)."""
+    generator = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in FOLDER_CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                pixels = generator.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}_{index}.png")
+
+
+@pytest.fixture(scope="module")
+def folder_runs(tmp_path_factory) -> dict[str, Path]:
+    """Runs on an image folder (with junk images) and on a store prepared from it, both on a
+    subset, so a sample's index is not its file's position."""
+    tmp_path = tmp_path_factory.mktemp("folder")
+    _write_image_folder(tmp_path / "images")
+    folder = ["data.source=image_folder", f"data.root={tmp_path / 'images'}"]
+    prepare_store(
+        tiny_config_with(tmp_path, *folder).data,
+        seed=0,
+        out=str(tmp_path / "store"),
+        image_size=16,
+        threads=1,
+        log=lambda _: None,
+    )
+    runs = {}
+    for kind, source in (
+        ("folder", [*folder, "data.junk_fraction=0.2"]),
+        ("store", ["data.source=store", f"data.root={tmp_path / 'store'}"]),
+    ):
+        sizes = ["augment.image_size=16", "data.subset=15", "train.batch_size=8"]
+        config = tiny_config_with(tmp_path / kind, *source, *sizes)
+        build_trainer(config).fit()
+        runs[kind] = Path(config.run.dir)
+    return runs
+
+
+def test_captions_name_the_class_where_the_data_has_names(
+    folder_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    found = inspect_run(str(folder_runs["folder"]), out=str(tmp_path / "o"), samples=5)
+    scores = np.load(folder_runs["folder"] / "scores.npz")
+    for name in GRIDS:
+        for index, text in zip(found.grids[name].tolist(), found.captions[name], strict=True):
+            label = int(scores["labels"][index])
+            assert text.split("\n")[0] == f"#{index} y={label} {FOLDER_CLASSES[label]}"
 
 
 def test_the_sources_name_their_classes(tmp_path: Path) -> None:

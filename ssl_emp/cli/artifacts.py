@@ -67,9 +67,9 @@ def add_artifact_commands(
         help="PNG grids of the samples a run trained most/least and scored highest/lowest",
         description="For a finished run, write PNG grids of its real training images: the "
         "samples trained most and least often and those with the highest and lowest score and "
-        "memory term at the end (captions: index, label, visits, score; ties in random order, "
-        "--seed; flipped-label and junk samples in red), plus the training-count histogram, "
-        "into RUN_DIR/inspect/. On runs "
+        "memory term at the end (captions: index, label and class name, the value the grid is "
+        "sorted by, visits; ties in random order, --seed; flipped-label and junk samples in "
+        "red), plus the training-count histogram, into RUN_DIR/inspect/. On runs "
         "with data.label_noise or data.junk_fraction it prints the precision at k of each "
         "signal (score, loss, memory): the share of the k most extreme samples that are the "
         "flipped (junk) ones, next to chance.",

@@ -24,6 +24,7 @@ from ssl_emp.io import write_bytes
 
 GRID_SAMPLES = 32
 GRID_COLUMNS = 8
+NAME_CHARACTERS = 14  # of a class name in a caption, so captions fit their cell
 TIE_STREAM = 0x7E5  # the tie-breaking generator's stream, apart from the run's own
 # grid name -> (array of scores.npz, largest first)
 GRIDS = {
@@ -35,6 +36,12 @@ GRIDS = {
     "lowest_memory": ("memory", False),
 }
 SIGNALS = ("score", "loss", "memory")
+# array of scores.npz -> (caption key, what the grid title says it is sorted by)
+SORT_KEYS = {
+    "train_count": ("v", "visits"),
+    "score": ("s", "score"),
+    "memory": ("m", "memory term"),
+}
 
 
 def extreme_indices(values: np.ndarray, count: int, largest: bool, seed: int) -> np.ndarray:
@@ -66,12 +73,14 @@ class Inspection:
 
     Attributes:
         grids: grid name -> the sample indices shown, in order.
+        captions: grid name -> the caption of each sample shown, in order.
         files: the files written.
         precision: rows of (kind, signal, direction, k, precision, chance) for runs with
             flipped labels (kind ``flipped``) or junk images (kind ``junk``).
     """
 
     grids: dict[str, np.ndarray] = field(default_factory=dict)
+    captions: dict[str, list[str]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     precision: list[tuple[str, str, str, int, float, float]] = field(default_factory=list)
 
@@ -105,15 +114,43 @@ def training_images(config: Config) -> ImageData:
     return contaminate(config, train)[0]
 
 
+def label_text(label: int, class_names: tuple[str, ...] | None) -> str:
+    """``y=3`` or, where the data names its classes, ``y=3 Dress`` (long names shortened)."""
+    if class_names is None:
+        return f"y={label}"
+    name = class_names[label]
+    if len(name) > NAME_CHARACTERS:
+        name = name[: NAME_CHARACTERS - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return f"y={label} {name}"
+
+
+def caption(
+    index: int,
+    label: int,
+    scores: dict[str, np.ndarray],
+    sorted_by: str,
+    class_names: tuple[str, ...] | None,
+) -> str:
+    """A sample's caption: index and label, then the value the grid is sorted by first
+    (visits, score or memory term) and next to it the visits (or, in the visit grids, the
+    score)."""
+    visits = f"v={int(scores['train_count'][index])}"
+    if sorted_by == "train_count":
+        values = f"{visits} s={scores['score'][index]:.2f}"
+    else:
+        values = f"{SORT_KEYS[sorted_by][0]}={scores[sorted_by][index]:.2f} {visits}"
+    return f"#{index} {label_text(label, class_names)}\n{values}"
+
+
 def _draw_grid(
     data: ImageData,
     indices: np.ndarray,
-    scores: dict[str, np.ndarray],
+    captions: list[str],
     flagged: dict[str, np.ndarray],
     title: str,
 ) -> bytes:
-    """A PNG of the samples at ``indices`` with index, label, visits and score; flagged
-    samples (flipped label, junk) captioned in red."""
+    """A PNG of the samples at ``indices`` under their ``captions``; flagged samples
+    (flipped label, junk) captioned in red."""
     rows = max(1, -(-len(indices) // GRID_COLUMNS))
     figure = Figure(figsize=(1.6 * GRID_COLUMNS, 1.9 * rows))
     axes = figure.subplots(rows, GRID_COLUMNS)
@@ -125,11 +162,8 @@ def _draw_grid(
         index = int(indices[position])
         image = data.images[index].permute(1, 2, 0).numpy()
         axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-        caption = (
-            f"#{index} y={int(data.labels[index])}\n"
-            f"v={int(scores['train_count'][index])} s={scores['score'][index]:.2f}"
-        )
-        axis.set_title(caption, fontsize=7, color="red" if index in bad else "black")
+        color = "red" if index in bad else "black"
+        axis.set_title(captions[position], fontsize=7, color=color)
     legend = f"   (red: {' / '.join(flagged)})" if flagged else ""
     figure.suptitle(title + legend, fontsize=10)
     figure.tight_layout()
@@ -175,6 +209,12 @@ def _csv(scores: dict[str, np.ndarray], flagged: dict[str, np.ndarray]) -> bytes
     return buffer.getvalue().encode()
 
 
+def _write(path: Path, data: bytes, result: Inspection) -> None:
+    """Write one output file atomically (whole or not at all) and record it."""
+    write_bytes(path, data)
+    result.files.append(path)
+
+
 def inspect_run(
     run_dir: str,
     out: str | None = None,
@@ -212,17 +252,23 @@ def inspect_run(
     for name, (array, largest) in GRIDS.items():
         indices = extreme_indices(scores[array], samples, largest, seed=tie_seed)
         result.grids[name] = indices
-        title = f"{run.path.name}: {name.replace('_', ' ')} ({array})"
-        path = target / f"{name}.png"
-        write_bytes(path, _draw_grid(data, indices, scores, flagged, title))
-        result.files.append(path)
-    histogram = target / "train_count_hist.png"
-    write_bytes(histogram, _histogram(scores["train_count"], f"{run.path.name}: visits"))
-    result.files.append(histogram)
+        result.captions[name] = [
+            caption(
+                index=int(index),
+                label=int(data.labels[int(index)]),
+                scores=scores,
+                sorted_by=array,
+                class_names=data.class_names,
+            )
+            for index in indices
+        ]
+        title = f"{run.path.name}: {name.replace('_', ' ')} (sorted by {SORT_KEYS[array][1]})"
+        grid = _draw_grid(data, indices, result.captions[name], flagged, title)
+        _write(target / f"{name}.png", grid, result)
+    histogram = _histogram(scores["train_count"], f"{run.path.name}: visits")
+    _write(target / "train_count_hist.png", histogram, result)
     if write_csv:
-        path = target / "samples.csv"
-        write_bytes(path, _csv(scores, flagged))
-        result.files.append(path)
+        _write(target / "samples.csv", _csv(scores, flagged), result)
     for kind, bad in flagged.items():
         chosen_k = k or len(bad)
         chance = len(bad) / len(scores["score"])
