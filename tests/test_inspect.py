@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ssl_emp.cli import main
 from ssl_emp.config import DataConfig
 from ssl_emp.data import build_datasets
 from ssl_emp.data.prepare import prepare_store
-from ssl_emp.data.sources import load_cifar, load_fashion_mnist
-from ssl_emp.experiments.inspect_run import GRIDS, extreme_indices, inspect_run
+from ssl_emp.data.sources import decode_image, load_cifar, load_fashion_mnist
+from ssl_emp.engine.run_dir import RunDirectory
+from ssl_emp.experiments.inspect_run import GRIDS, extreme_indices, inspect_run, training_images
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import tiny_config_with
 from tests.test_data import _fake_fashion_mnist, _write_cifar
@@ -191,6 +193,28 @@ def folder_runs(tmp_path_factory) -> dict[str, Path]:
         build_trainer(config).fit()
         runs[kind] = Path(config.run.dir)
     return runs
+
+
+@pytest.mark.parametrize("kind", ["folder", "store"])
+def test_the_csv_traces_each_sample_to_its_class_and_file(
+    folder_runs: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    run = folder_runs[kind]
+    assert main(["inspect", str(run), "--out", str(tmp_path / "o"), "--csv"]) == 0
+    with open(tmp_path / "o" / "samples.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    junk = set(np.load(run / "junk.npz")["junk"].tolist()) if kind == "folder" else set()
+    data = training_images(RunDirectory(str(run)).load_config())
+    assert len(rows) == 15 and len(junk) == (3 if kind == "folder" else 0)
+    for row in rows:
+        index = int(row["index"])
+        assert row["class"] == FOLDER_CLASSES[int(row["label"])]
+        if index in junk:  # the picture was replaced: its file would mislead
+            assert row["path"] == ""
+            continue
+        path = Path(row["path"])
+        assert path.is_absolute() and path.parent.name == row["class"]
+        assert torch.equal(decode_image(path), data.images[torch.tensor([index])][0])
 
 
 def test_captions_name_the_class_where_the_data_has_names(

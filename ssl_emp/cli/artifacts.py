@@ -80,8 +80,9 @@ def add_artifact_commands(
     inspect.add_argument(
         "--csv",
         action="store_true",
-        help="also write samples.csv: every sample's index, label, visits, score, memory term "
-        "and loss (and flipped/junk flags), highest score first",
+        help="also write samples.csv: every sample's index, label, class name, visits, score, "
+        "memory term and loss (and flipped/junk flags) and image file (image folders and "
+        "stores prepared from them), highest score first",
     )
     inspect.add_argument(
         "--k", type=int, default=None, help="k of precision at k (default: the flagged count)"

@@ -1,7 +1,8 @@
 """``ssl-emp inspect``: see what the pruner saw. Grids of the real training images a finished
 run trained most and least often and of those with the highest and lowest score and memory
-term, the training-count histogram, a CSV of every sample for audits, and, on runs with
-flipped labels or junk images, how well each signal finds them (precision at k).
+term, the training-count histogram, a CSV of every sample for audits (with its class name and
+image file where the data has them), and, on runs with flipped labels or junk images, how well
+each signal finds them (precision at k).
 """
 
 from __future__ import annotations
@@ -185,25 +186,36 @@ def _histogram(counts: np.ndarray, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _csv(scores: dict[str, np.ndarray], flagged: dict[str, np.ndarray]) -> bytes:
-    """Every sample, highest score first (ties by index; unscored samples last)."""
+def _csv(
+    scores: dict[str, np.ndarray],
+    flagged: dict[str, np.ndarray],
+    class_names: tuple[str, ...] | None,
+    files: list[str] | None,
+) -> bytes:
+    """Every sample, highest score first (ties by index; unscored samples last), with its
+    class name and image file where the data has them (empty otherwise, and empty for junk
+    images, which replaced their file's picture)."""
     score = scores["score"]
     order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
-    columns = ["index", "label", "visits", "score", "memory", "loss", *flagged]
+    columns = ["index", "label", "class", "visits", "score", "memory", "loss", *flagged, "path"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     marks = {kind: set(values.tolist()) for kind, values in flagged.items()}
-    for index in order:
+    junk = marks.get("junk", set())
+    for index in (int(i) for i in order):
+        label = int(scores["labels"][index])
         writer.writerow(
             [
-                int(index),
-                int(scores["labels"][index]),
+                index,
+                label,
+                class_names[label] if class_names else "",
                 int(scores["train_count"][index]),
                 f"{score[index]:.6g}",
                 f"{scores['memory'][index]:.6g}",
                 f"{scores['loss'][index]:.6g}",
-                *(int(int(index) in marks[kind]) for kind in flagged),
+                *(int(index in marks[kind]) for kind in flagged),
+                files[index] if files and index not in junk else "",
             ]
         )
     return buffer.getvalue().encode()
@@ -268,7 +280,8 @@ def inspect_run(
     histogram = _histogram(scores["train_count"], f"{run.path.name}: visits")
     _write(target / "train_count_hist.png", histogram, result)
     if write_csv:
-        _write(target / "samples.csv", _csv(scores, flagged), result)
+        table = _csv(scores, flagged, class_names=data.class_names, files=data.source_files())
+        _write(target / "samples.csv", table, result)
     for kind, bad in flagged.items():
         chosen_k = k or len(bad)
         chance = len(bad) / len(scores["score"])
