@@ -1,6 +1,7 @@
 """``ssl-emp inspect``: the extreme samples of scores.npz, the audit CSV and precision at k."""
 
 import csv
+import errno
 import pickle
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from ssl_emp.data import build_datasets
 from ssl_emp.data.prepare import prepare_store
 from ssl_emp.data.sources import decode_image, load_cifar, load_fashion_mnist
 from ssl_emp.engine.run_dir import RunDirectory
+from ssl_emp.experiments import inspect_run as inspect_module
 from ssl_emp.experiments.inspect_run import GRIDS, extreme_indices, inspect_run, training_images
 from ssl_emp.experiments.train import build_trainer
+from ssl_emp.io import atomic_write
 from tests.conftest import tiny_config_with
 from tests.test_data import _fake_fashion_mnist, _write_cifar
 
@@ -246,3 +249,45 @@ def test_the_sources_name_their_classes(tmp_path: Path) -> None:
     assert stored.class_names == FASHION_MNIST_NAMES and stored.source_files() is None
     synthetic, _ = build_datasets(DataConfig(source="synthetic"), seed=0)
     assert synthetic.class_names is None
+
+
+def test_an_out_under_a_regular_file_is_one_line(noisy_run: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "some_file"
+    blocker.write_text("mine")
+    for out in (blocker, blocker / "x"):
+        assert main(["inspect", str(noisy_run), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("ssl-emp: error: cannot write ")
+        assert str(out / "most_trained.png") in err and f"{blocker} is a file, not a folder" in err
+    assert blocker.read_text() == "mine"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_file(
+    noisy_run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "highest_score.png").write_bytes(b"an older grid")
+
+    def fills_the_disk(path: Path, data: bytes) -> None:
+        if path.name != "highest_score.png":
+            atomic_write(path, lambda stream: stream.write(data))
+            return
+
+        def half_then_full(stream) -> None:
+            stream.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        atomic_write(path, half_then_full)
+
+    monkeypatch.setattr(inspect_module, "write_bytes", fills_the_disk)
+    assert main(["inspect", str(noisy_run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(out / "highest_score.png") in err and "No space left on device" in err
+    assert (out / "highest_score.png").read_bytes() == b"an older grid"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "highest_score.png",
+        "least_trained.png",
+        "most_trained.png",
+    ]  # the grids before it, whole; no temporary file

@@ -21,7 +21,7 @@ from ssl_emp.data import ImageData, build_datasets
 from ssl_emp.engine.builder import contaminate
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import write_bytes
+from ssl_emp.io import write_bytes, write_failure
 
 GRID_SAMPLES = 32
 GRID_COLUMNS = 8
@@ -222,8 +222,12 @@ def _csv(
 
 
 def _write(path: Path, data: bytes, result: Inspection) -> None:
-    """Write one output file atomically (whole or not at all) and record it."""
-    write_bytes(path, data)
+    """Write one output file atomically (whole or not at all) and record it; a failed write
+    is one line naming the path and the fix."""
+    try:
+        write_bytes(path, data)
+    except OSError as error:
+        raise write_failure(path, error, option="--out") from None
     result.files.append(path)
 
 
@@ -246,7 +250,8 @@ def inspect_run(
         seed: seed of the random order of tied samples (default: the run's seed).
 
     Raises:
-        UserInputError: not a run directory, or the run has not finished.
+        UserInputError: not a run directory, the run has not finished, or an output file
+            cannot be written (each file is written whole or not at all).
     """
     run = RunDirectory(run_dir)
     config = run.load_config()
