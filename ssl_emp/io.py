@@ -8,6 +8,7 @@ path, after removing the partial temporary file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -23,21 +24,46 @@ from ssl_emp.errors import UserInputError
 DEFAULT_FILE_MODE = 0o644
 
 
-class WriteError(UserInputError):
-    """The system refused a write (disk full, read-only, not a directory); nothing was left
-    half-written.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
-    Attributes:
-        path: the file that could not be written.
+
+class WriteError(UserInputError):
+    """The system refused a write (disk full, read-only, a file where a folder should be);
+    nothing was left half-written. One line: what could not be written, why, and the fix.
+
+    Args:
+        path: what could not be written (a file, or a store directory).
+        error: the ``OSError`` raised.
+        option: the option that chose the location (``--out``, ``run.dir``), for the fix.
+        hint: text appended to the fix (e.g. how to continue).
+        what: how to name ``path`` (``the store``).
     """
 
-    def __init__(self, path: Path, error: OSError, hint: str = "") -> None:
-        self.path, self.error = path, error
+    def __init__(
+        self,
+        path: Path,
+        error: OSError,
+        option: str = "",
+        hint: str = "",
+        what: str = "",
+    ) -> None:
+        self.path, self.error, self.option = path, error, option
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         reason = error.strerror or type(error).__name__
-        super().__init__(
-            f"could not write {path} ({reason}); free space or choose a writable location, "
-            f"then run the command again{hint} (nothing was half-written)"
-        )
+        if error.filename and str(error.filename) != str(path) and blocker is None:
+            reason = f"{reason} ({error.filename})"
+        place = f"an {option}" if option else "a location"
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a folder"
+            fix = f"choose {place} in a writable directory"
+        elif error.errno in DISK_FULL:
+            fix = "free space on that disk" + (
+                f" or choose an {option} on another one" * bool(option)
+            )
+        else:
+            fix = f"choose {place} in a writable directory"
+        name = f"{what} {path}" if what else str(path)
+        super().__init__(f"cannot write {name}: {reason}; {fix}{hint} (nothing was half-written)")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -1,5 +1,6 @@
 """``ssl-emp export`` and ``ssl_emp.load_backbone``: encoders that leave a run as plain files."""
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from ssl_emp.errors import UserInputError
 from ssl_emp.eval.loading import load_trained_backbone
 from ssl_emp.experiments.export import export_run
 from ssl_emp.experiments.train import build_trainer
+from ssl_emp.io import atomic_write
 from ssl_emp.methods import build_method
+from ssl_emp.models import portable
 from tests.conftest import tiny_config_with
 
 
@@ -113,3 +116,93 @@ def test_a_foreign_state_dict_is_refused_clearly(tmp_path: Path) -> None:
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(UserInputError, match="was not written by `ssl-emp export`"):
         ssl_emp.load_backbone(path)
+
+
+@pytest.fixture(scope="module")
+def simclr_run(tmp_path_factory) -> Path:
+    """One trained SimCLR run (with a projection head) shared by the checks below."""
+    tmp_path = tmp_path_factory.mktemp("export")
+    _trained(tiny_config_with(tmp_path, "train.epochs=1"))
+    return tmp_path / "run"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("ssl-emp: error: "), err
+    return err
+
+
+def test_head_keys_are_the_heads_own_keys_under_head_dot(simclr_run: Path, tmp_path: Path) -> None:
+    """``head.`` + the head's state_dict keys, so ``head.layers.0.weight``, never
+    ``headlayers.0.weight`` (which load_backbone would not even notice on its own files)."""
+    from safetensors.torch import load_file
+
+    from ssl_emp.data import build_datasets
+
+    config = RunDirectory(str(simclr_run)).load_config()
+    model = build_method(config, build_datasets(config.data, seed=config.seed)[0])
+    head_keys = {f"head.{key}" for key in model.projection_head.state_dict()}
+    body_keys = set(model.backbone.body.state_dict())
+    assert "head.layers.0.weight" in head_keys
+    for name in ("with_head.pt", "with_head.safetensors"):
+        export_run(str(simclr_run), str(tmp_path / name), head=True)
+    assert set(torch.load(tmp_path / "with_head.pt", weights_only=True)) == body_keys | head_keys
+    assert set(load_file(tmp_path / "with_head.safetensors")) == body_keys | head_keys
+
+
+def test_export_into_an_existing_directory_is_one_line(
+    simclr_run: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert main(["export", str(simclr_run), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in _one_line_error(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["encoder.onnx", "encoder.bin", "encoder", "encoder.PT"])
+def test_an_extension_export_does_not_write_is_refused(
+    simclr_run: Path, tmp_path: Path, capsys, name: str
+) -> None:
+    assert main(["export", str(simclr_run), "--out", str(tmp_path / name)]) == 2
+    err = _one_line_error(capsys)
+    assert ".pt" in err and ".pth" in err and ".safetensors" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["encoder.pt", "encoder.pth", "encoder.safetensors"])
+def test_every_supported_extension_is_written(simclr_run: Path, tmp_path: Path, name: str) -> None:
+    assert main(["export", str(simclr_run), "--out", str(tmp_path / name)]) == 0
+    assert ssl_emp.export_metadata(tmp_path / name)["backbone"] == "resnet_small"
+
+
+def test_an_out_path_under_a_regular_file_is_one_line(
+    simclr_run: Path, tmp_path: Path, capsys
+) -> None:
+    blocker = tmp_path / "some_file"
+    blocker.write_text("not a folder")
+    assert main(["export", str(simclr_run), "--out", str(blocker / "x.pt")]) == 2
+    err = _one_line_error(capsys)
+    assert str(blocker / "x.pt") in err and "is a file, not a folder" in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_export(
+    simclr_run: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    out = tmp_path / "encoder.pt"
+    out.write_bytes(b"the previous export")
+
+    def fills_the_disk(path: Path, write) -> None:
+        def half_then_full(stream) -> None:
+            stream.write(b"half an export")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        atomic_write(path, half_then_full)
+
+    monkeypatch.setattr(portable, "atomic_write", fills_the_disk)
+    assert main(["export", str(simclr_run), "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "No space left on device" in err
+    assert out.read_bytes() == b"the previous export"  # nothing half-written, nothing lost
+    assert [p.name for p in tmp_path.iterdir()] == ["encoder.pt"]  # no temporary file left

@@ -186,3 +186,25 @@ def test_fixed_bn_calls_do_not_depend_on_the_shard_size(size: int) -> None:
     inputs = torch.arange(size)
     assert torch.equal(chunked(encoder, inputs, splits=4, fixed_calls=True), inputs)
     assert len(calls) == 4 and sum(calls) == size
+
+
+def test_embed_uses_the_online_backbone_not_the_key_encoder(tmp_path: Path) -> None:
+    """The memory bank's refresh pass (``embed``) must see what training learns: the online
+    backbone, not the momentum encoder that only trails it."""
+    trainer = build_trainer(tiny_config_with(tmp_path, *MOCO))
+    model = trainer.model.eval()  # as the refresh pass runs it
+    with torch.no_grad():  # a key encoder that differs from the online one, as after training
+        for parameter in model.key_backbone.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    images = trainer.data.images[:8]
+    reference = copy.deepcopy(model)
+    torch.manual_seed(5)
+    embedded = model.embed(images)
+    torch.manual_seed(5)  # the same two views, drawn again
+    views = torch.cat(reference.augmentation.two_views(images))
+    with torch.no_grad():
+        online = reference.backbone(views).view(2, 8, -1)
+        momentum = reference.key_backbone(views).view(2, 8, -1)
+    assert embedded.shape == online.shape
+    assert torch.allclose(embedded, online, atol=1e-5)
+    assert not torch.allclose(embedded, momentum, atol=1e-3)  # the encoders really differ

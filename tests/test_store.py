@@ -487,7 +487,8 @@ def test_prepare_into_an_unwritable_place_is_one_line(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith(f"ssl-emp: error: cannot write the store {blocker / 'store'}: ")
-    assert "Not a directory" in err and "choose an --out in a writable directory" in err
+    assert f"{blocker} is a file, not a folder" in err
+    assert "choose an --out in a writable directory" in err
     assert blocker.read_text() == "user data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 

@@ -45,14 +45,17 @@ def add_artifact_commands(
         "export",
         help="write a run's trained backbone as a plain state_dict file",
         description="Write the backbone of a run's newest checkpoint as a plain state_dict "
-        "(torch.save, or safetensors for a .safetensors name), with a small metadata entry "
+        "(torch.save for a .pt or .pth name, safetensors for a .safetensors name; other names "
+        "are refused), with a small metadata entry "
         "naming its architecture and preprocessing. torchvision's resnet18()/resnet50() with "
         "fc = nn.Identity() load it with strict=True (standard stem, 3 channels); "
         "ssl_emp.load_backbone(FILE) rebuilds any backbone from the file alone.",
         formatter_class=formatter,
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a pretraining or supervised run")
-    export.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    export.add_argument(
+        "--out", required=True, metavar="FILE", help="the file to write: .pt, .pth or .safetensors"
+    )
     export.add_argument(
         "--head",
         action="store_true",
@@ -64,8 +67,9 @@ def add_artifact_commands(
         help="PNG grids of the samples a run trained most/least and scored highest/lowest",
         description="For a finished run, write PNG grids of its real training images: the "
         "samples trained most and least often and those with the highest and lowest score and "
-        "memory term at the end (captions: index, label, visits, score; flipped-label and junk "
-        "samples in red), plus the training-count histogram, into RUN_DIR/inspect/. On runs "
+        "memory term at the end (captions: index, label and class name, the value the grid is "
+        "sorted by, visits; ties in random order, --seed; flipped-label and junk samples in "
+        "red), plus the training-count histogram, into RUN_DIR/inspect/. On runs "
         "with data.label_noise or data.junk_fraction it prints the precision at k of each "
         "signal (score, loss, memory): the share of the k most extreme samples that are the "
         "flipped (junk) ones, next to chance.",
@@ -76,14 +80,21 @@ def add_artifact_commands(
     inspect.add_argument(
         "--csv",
         action="store_true",
-        help="also write samples.csv: every sample's index, label, visits, score, memory term "
-        "and loss (and flipped/junk flags), highest score first",
+        help="also write samples.csv: every sample's index, label, class name, visits, score, "
+        "memory term and loss (and flipped/junk flags) and image file (image folders and "
+        "stores prepared from them), highest score first",
     )
     inspect.add_argument(
         "--k", type=int, default=None, help="k of precision at k (default: the flagged count)"
     )
     inspect.add_argument(
         "--samples", type=int, default=32, help="images per grid (default: %(default)s)"
+    )
+    inspect.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the random order of samples that tie (default: the run's seed)",
     )
 
 
@@ -132,7 +143,12 @@ def run_artifact_command(args: argparse.Namespace) -> None:
         if args.samples < 1 or (args.k is not None and args.k < 1):
             raise UserInputError("--samples and --k must be at least 1")
         found = inspect_run(
-            args.run_dir, out=args.out, write_csv=args.csv, k=args.k, samples=args.samples
+            args.run_dir,
+            out=args.out,
+            write_csv=args.csv,
+            k=args.k,
+            samples=args.samples,
+            seed=args.seed,
         )
         folder = found.files[0].parent
         print(

@@ -28,6 +28,11 @@ class ImageData:
         mean: per-channel mean of the source data in [0, 1], for normalisation.
         std: per-channel standard deviation in [0, 1], for normalisation.
         name: short name of the source, for logs.
+        class_names: the name of each label, where the source names its classes (image
+            folders, Fashion-MNIST, CIFAR), so people can read what a sample is; else None.
+        files: the image file of each sample held in memory (image folders), so a sample
+            can be traced to its file; None for other sources. A store reads its own list
+            on demand, see :meth:`source_files`.
     """
 
     images: torch.Tensor | StoredImages
@@ -36,6 +41,8 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     name: str
+    class_names: tuple[str, ...] | None = None
+    files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -45,6 +52,10 @@ class ImageData:
             )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must have one entry per image")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError("class_names must have one entry per class")
+        if self.files is not None and len(self.files) != len(self):
+            raise ValueError("files must have one entry per image")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -99,7 +110,15 @@ class ImageData:
         index = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         if isinstance(self.images, StoredImages):  # a view: nothing is read
             return replace(self, images=self.images.select(index), labels=self.labels[index])
-        return replace(self, images=self.images[index], labels=self.labels[index])
+        files = None if self.files is None else tuple(self.files[i] for i in index.tolist())
+        return replace(self, images=self.images[index], labels=self.labels[index], files=files)
+
+    def source_files(self) -> list[str] | None:
+        """The image file of each sample, in order, where the samples came from files (image
+        folders and stores prepared from them); None otherwise."""
+        if isinstance(self.images, StoredImages):
+            return self.images.source_files()
+        return None if self.files is None else list(self.files)
 
     @property
     def streamed(self) -> bool:

@@ -12,6 +12,7 @@ that ``--overwrite`` was replacing, and reports an ``OSError`` as one line namin
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sys
@@ -33,10 +34,9 @@ from ssl_emp.data.sources import build_datasets, decode_image, list_image_folder
 from ssl_emp.data.statistics import ChannelMoments
 from ssl_emp.data.store import MANIFEST, SPLITS, Manifest, read_manifest
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import write_json
+from ssl_emp.io import WriteError, write_bytes, write_json
 
 CHUNK = 1024  # images decoded (and held) at a time when streaming a folder
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
@@ -117,18 +117,6 @@ def _allocate(descriptor: int, size: int) -> None:
     os.ftruncate(descriptor, size)
 
 
-def _write_failure(target: Path, error: OSError) -> UserInputError:
-    """An OSError while writing a store as one line: what failed, where, and the fix."""
-    reason = error.strerror or str(error)
-    if error.filename:
-        reason = f"{reason} ({error.filename})"
-    if error.errno in DISK_FULL:
-        fix = "free space on that disk or choose an --out on another one"
-    else:
-        fix = "choose an --out in a writable directory"
-    return UserInputError(f"cannot write the store {target}: {reason}; {fix}")
-
-
 @contextmanager
 def _writing(target: Path, partial: Path) -> Iterator[None]:
     """Writes into ``partial`` for ``target``: on any failure the partial store is removed
@@ -137,8 +125,10 @@ def _writing(target: Path, partial: Path) -> Iterator[None]:
         yield
     except BaseException as error:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, WriteError):  # a file written whole or not at all
+            raise WriteError(target, error.error, option="--out", what="the store") from None
         if isinstance(error, OSError):
-            raise _write_failure(target, error) from None
+            raise WriteError(target, error, option="--out", what="the store") from None
         raise
 
 
@@ -258,6 +248,7 @@ class _Plan:
     channels: int
     batches: dict[str, Iterator[tuple[torch.Tensor, torch.Tensor]]]
     mean_std: tuple[list[float], list[float]] | None  # the source's own, else computed
+    files: dict[str, list[str]] | None = None  # each split's image files (image folders)
 
 
 def _plan(config: DataConfig, seed: int, image_size: int | None, threads: int) -> _Plan:
@@ -278,12 +269,13 @@ def _plan(config: DataConfig, seed: int, image_size: int | None, threads: int) -
                 split: _folder_batches(files[split], size, channels, threads) for split in SPLITS
             },
             mean_std=None,
+            files={split: [str(path.absolute()) for path, _ in files[split]] for split in SPLITS},
         )
     whole = replace(config, subset=None, test_subset=None, label_noise=0.0, junk_fraction=0.0)
     train, test = build_datasets(whole, seed=seed)
     size = image_size or train.image_size
     return _Plan(
-        classes=[str(c) for c in range(train.num_classes)],
+        classes=list(train.class_names or (str(c) for c in range(train.num_classes))),
         counts={"train": len(train), "test": len(test)},
         size=size,
         channels=train.channels,
@@ -296,6 +288,8 @@ def _write_splits(
     partial: Path, plan: _Plan, fmt: str, quality: int, log: Callable[[str], None]
 ) -> tuple[list[float], list[float]]:
     """Write both splits' files into ``partial``; returns the train split's mean and std."""
+    for split, paths in (plan.files or {}).items():  # so a sample can be traced to its file
+        write_bytes(partial / f"{split}_files.json", json.dumps(paths).encode())
     statistics = {}
     shape = (plan.channels, plan.size, plan.size)
     show_bar = sys.stderr.isatty()

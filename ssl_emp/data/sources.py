@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST
 from torchvision.transforms.v2 import functional as tvf
 
 from ssl_emp.config import DataConfig
@@ -81,7 +81,8 @@ def load_fashion_mnist(root: str | None) -> tuple[ImageData, ImageData]:
         images = torch.from_numpy(read_idx(image_path).copy()).unsqueeze(1)
         labels = torch.from_numpy(read_idx(label_path).astype(np.int64))
         mean, std = DATASET_STATS["fashion_mnist"]
-        splits.append(ImageData(images, labels, 10, mean, std, "fashion_mnist"))
+        names = tuple(FashionMNIST.classes)
+        splits.append(ImageData(images, labels, 10, mean, std, "fashion_mnist", class_names=names))
     return splits[0], splits[1]
 
 
@@ -98,6 +99,17 @@ def _read_cifar_batches(folder: Path, files: list[str]) -> tuple[np.ndarray, lis
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
     return np.concatenate(images), labels
+
+
+def _cifar_class_names(folder: Path, dataset_class: type[CIFAR10]) -> tuple[str, ...] | None:
+    """The class names in CIFAR's meta file (``batches.meta`` / ``meta``), or None where a
+    folder lacks it (the names are for people; training does not need them)."""
+    try:
+        with open(folder / dataset_class.meta["filename"], "rb") as handle:
+            names = pickle.load(handle, encoding="latin1")[dataset_class.meta["key"]]
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
+        return None
+    return tuple(str(name) for name in names)
 
 
 def load_cifar(name: str, root: str | None, download: bool) -> tuple[ImageData, ImageData]:
@@ -122,10 +134,13 @@ def load_cifar(name: str, root: str | None, download: bool) -> tuple[ImageData, 
             "internet"
         )
     mean, std = DATASET_STATS[name]
+    num_classes = 10 if name == "cifar10" else 100
+    names = _cifar_class_names(folder, dataset_class)
+    if names is not None and len(names) != num_classes:
+        names = None
     splits = []
     for file_list in (dataset_class.train_list, dataset_class.test_list):
         images, labels = _read_cifar_batches(folder, [entry[0] for entry in file_list])
-        num_classes = 10 if name == "cifar10" else 100
         splits.append(
             ImageData(
                 torch.from_numpy(images),
@@ -134,6 +149,7 @@ def load_cifar(name: str, root: str | None, download: bool) -> tuple[ImageData, 
                 mean,
                 std,
                 name,
+                class_names=names,
             )
         )
     return splits[0], splits[1]
@@ -171,10 +187,12 @@ def decode_image(path: Path) -> torch.Tensor:
 
 def _read_folder_split(
     files: list[tuple[Path, int]], image_size: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode one split's (file, label) pairs, resized and centre-cropped to ``image_size``."""
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Decode one split's (file, label) pairs, resized and centre-cropped to ``image_size``;
+    with the (absolute) file path of each image."""
     images: list[torch.Tensor] = []
     labels: list[int] = []
+    paths: list[str] = []
     channels: dict[int, Path] = {}
     for path, label in files:
         image = decode_image(path)
@@ -189,13 +207,14 @@ def _read_folder_split(
         image = tvf.center_crop(tvf.resize(image, [side], antialias=True), [side, side])
         images.append(image)
         labels.append(label)
+        paths.append(str(path.absolute()))
     sizes = {tuple(image.shape) for image in images}
     if len(sizes) > 1:
         folder = files[0][0].parent.parent
         raise UserInputError(
             f"images in {folder} have different sizes {sorted(sizes)[:3]}; set augment.image_size"
         )
-    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long), tuple(paths)
 
 
 def folder_layout(base: Path) -> tuple[Path, Path, list[str]]:
@@ -291,10 +310,13 @@ def load_store(root: str | None, image_size: int | None) -> tuple[ImageData, Ima
         )
     mean, std = tuple(manifest.mean), tuple(manifest.std)
     classes = len(manifest.classes)
+    numbers = [str(label) for label in range(classes)]  # what stores of unnamed classes hold
+    names = None if manifest.classes == numbers else tuple(manifest.classes)
+    name = f"store:{manifest.source}"
     (train_images, train_labels), (test_images, test_labels) = splits["train"], splits["test"]
     return (
-        ImageData(train_images, train_labels, classes, mean, std, f"store:{manifest.source}"),
-        ImageData(test_images, test_labels, classes, mean, std, f"store:{manifest.source}"),
+        ImageData(train_images, train_labels, classes, mean, std, name, class_names=names),
+        ImageData(test_images, test_labels, classes, mean, std, name, class_names=names),
     )
 
 
@@ -309,13 +331,17 @@ def load_image_folder(root: str | None, image_size: int | None) -> tuple[ImageDa
         )
     base = Path(root)
     classes, files = list_image_folder(base)
-    train_images, train_labels = _read_folder_split(files["train"], image_size)
-    test_images, test_labels = _read_folder_split(files["test"], train_images.shape[-1])
+    train_images, train_labels, train_files = _read_folder_split(files["train"], image_size)
+    test_images, test_labels, test_files = _read_folder_split(files["test"], train_images.shape[-1])
     mean, std = channel_stats(train_images)  # as prepare computes them, so a store matches
-    name = "image_folder"
+    name, names, count = "image_folder", tuple(classes), len(classes)
     return (
-        ImageData(train_images, train_labels, len(classes), mean, std, name),
-        ImageData(test_images, test_labels, len(classes), mean, std, name),
+        ImageData(
+            train_images, train_labels, count, mean, std, name, class_names=names, files=train_files
+        ),
+        ImageData(
+            test_images, test_labels, count, mean, std, name, class_names=names, files=test_files
+        ),
     )
 
 

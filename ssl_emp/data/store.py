@@ -10,7 +10,9 @@ A store is a directory that ``ssl-emp prepare`` writes once from any source:
   memory-mapped array, so a batch is a gather of rows;
 - ``jpeg``: ``{split}_jpeg.bin``, the encoded bytes of every image back to back, and
   ``{split}_offsets.npy`` (N + 1 byte offsets), so a batch is N slices of one mapped file and
-  one batched decode (no per-file opens).
+  one batched decode (no per-file opens);
+- ``{split}_files.json`` (stores prepared from an image folder): the file each row was read
+  from, so a sample can be traced to its file.
 
 :class:`StoredImages` gives a split the indexing interface of an image tensor
 (``images[indices]`` -> uint8 (B, C, H, W) on the CPU), so evaluation and the memory pass
@@ -253,6 +255,25 @@ class StoredImages:
                     f"manifest says {_shape(self.shape[1:])}",
                 )
         return torch.stack(decoded)
+
+    def source_files(self) -> list[str] | None:
+        """The image file each sample of this view was prepared from, in order (stores of
+        image folders); None for stores of other sources or of an older ``ssl-emp prepare``.
+        """
+        path = self.root / f"{self.split}_files.json"
+        if not path.is_file():
+            return None
+        try:
+            files = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UserInputError(f"{path} is damaged ({error}); prepare the store again") from None
+        if len(files) != self.manifest.counts[self.split]:
+            raise UserInputError(
+                f"{path} lists {len(files)} files for {self.manifest.counts[self.split]} "
+                "images; prepare the store again"
+            )
+        rows = range(len(files)) if self.rows is None else self.rows.tolist()
+        return [str(files[row]) for row in rows]
 
     def to(self, device: torch.device | str) -> StoredImages:
         """Stays where it is: a store streams; consumers move each batch."""

@@ -14,9 +14,10 @@ from ssl_emp.data import ImageData, build_datasets
 from ssl_emp.engine.checkpoint import load_latest_checkpoint
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
+from ssl_emp.io import WriteError
 from ssl_emp.methods import build_method
 from ssl_emp.methods.base import Method
-from ssl_emp.models.portable import save_backbone
+from ssl_emp.models.portable import check_export_path, save_backbone
 
 HEAD_KINDS = {"simclr": "simclr", "moco": "moco", "supervised": "linear"}
 
@@ -40,15 +41,20 @@ def export_run(run_dir: str, out: str, head: bool = False) -> dict[str, Any]:
 
     Args:
         run_dir: a pretraining or supervised run directory.
-        out: the file; ``.safetensors`` gives safetensors, anything else ``torch.save``.
+        out: the file; ``.safetensors`` gives safetensors, ``.pt`` and ``.pth``
+            ``torch.save``.
         head: also store the projection head (SSL) or the classifier (supervised).
 
     Returns:
         The metadata written into the file.
 
     Raises:
-        UserInputError: not a run directory, or no checkpoint yet.
+        UserInputError: not a run directory, no checkpoint yet, ``out`` a directory or of
+            another extension, or ``out`` not writable (read-only or full disk); a failed
+            write leaves whatever was at ``out`` as it was.
     """
+    out_path = Path(out)
+    check_export_path(out_path)  # before the checkpoint is read: fail fast
     run = RunDirectory(run_dir)
     config: Config = run.load_config()
     found = load_latest_checkpoint(run.checkpoint_dir)
@@ -86,8 +92,8 @@ def export_run(run_dir: str, out: str, head: bool = False) -> dict[str, Any]:
     head_module = None
     if head:
         head_module, metadata["head"] = _head_description(model, config.method.name)
-    out_path = Path(out)
-    if out_path.parent != Path(""):
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_backbone(out_path, model.backbone, metadata, head=head_module)
+    try:
+        save_backbone(out_path, model.backbone, metadata, head=head_module)
+    except WriteError as problem:
+        raise WriteError(out_path, problem.error, option="--out") from None
     return metadata

@@ -1,7 +1,8 @@
 """``ssl-emp inspect``: see what the pruner saw. Grids of the real training images a finished
 run trained most and least often and of those with the highest and lowest score and memory
-term, the training-count histogram, a CSV of every sample for audits, and, on runs with
-flipped labels or junk images, how well each signal finds them (precision at k).
+term, the training-count histogram, a CSV of every sample for audits (with its class name and
+image file where the data has them), and, on runs with flipped labels or junk images, how well
+each signal finds them (precision at k).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from ssl_emp.data import ImageData, build_datasets
 from ssl_emp.engine.builder import contaminate
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
-from ssl_emp.io import write_bytes
+from ssl_emp.io import WriteError, write_bytes
 
 GRID_SAMPLES = 32
 GRID_COLUMNS = 8
+NAME_CHARACTERS = 14  # of a class name in a caption, so captions fit their cell
+TIE_STREAM = 0x7E5  # the tie-breaking generator's stream, apart from the run's own
 # grid name -> (array of scores.npz, largest first)
 GRIDS = {
     "most_trained": ("train_count", True),
@@ -34,20 +37,34 @@ GRIDS = {
     "lowest_memory": ("memory", False),
 }
 SIGNALS = ("score", "loss", "memory")
+# array of scores.npz -> (caption key, what the grid title says it is sorted by)
+SORT_KEYS = {
+    "train_count": ("v", "visits"),
+    "score": ("s", "score"),
+    "memory": ("m", "memory term"),
+}
 
 
-def extreme_indices(values: np.ndarray, count: int, largest: bool) -> np.ndarray:
-    """Indices of the ``count`` largest (or smallest) finite ``values``; ties go to the lower
-    index. Samples never scored (NaN) are left out."""
+def extreme_indices(values: np.ndarray, count: int, largest: bool, seed: int) -> np.ndarray:
+    """Indices of the ``count`` largest (or smallest) finite ``values``, most extreme first.
+
+    Ties are broken in a random order drawn from ``seed``: where many samples share a value
+    (the visit counts of a short run) the grid shows a random draw of them, not always the
+    lowest indices, which would stand for the start of the dataset only. Samples never
+    scored (NaN) are left out.
+    """
     finite = np.flatnonzero(np.isfinite(values))
-    keys = -values[finite] if largest else values[finite]
-    order = np.argsort(keys, kind="stable")
+    keys = -values[finite].astype(np.float64) if largest else values[finite]
+    shuffle = np.random.default_rng([seed, TIE_STREAM]).permutation(len(finite))
+    order = np.lexsort((shuffle, keys))  # by value, then by the random rank
     return finite[order[:count]]
 
 
-def precision_at_k(values: np.ndarray, flagged: np.ndarray, k: int, largest: bool) -> float:
-    """Share of the ``k`` most extreme samples that are in ``flagged``."""
-    chosen = extreme_indices(values, k, largest)
+def precision_at_k(
+    values: np.ndarray, flagged: np.ndarray, k: int, largest: bool, seed: int
+) -> float:
+    """Share of the ``k`` most extreme samples (ties drawn from ``seed``) in ``flagged``."""
+    chosen = extreme_indices(values, k, largest, seed=seed)
     return float(np.isin(chosen, flagged).mean()) if len(chosen) else float("nan")
 
 
@@ -57,12 +74,14 @@ class Inspection:
 
     Attributes:
         grids: grid name -> the sample indices shown, in order.
+        captions: grid name -> the caption of each sample shown, in order.
         files: the files written.
         precision: rows of (kind, signal, direction, k, precision, chance) for runs with
             flipped labels (kind ``flipped``) or junk images (kind ``junk``).
     """
 
     grids: dict[str, np.ndarray] = field(default_factory=dict)
+    captions: dict[str, list[str]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     precision: list[tuple[str, str, str, int, float, float]] = field(default_factory=list)
 
@@ -96,15 +115,43 @@ def training_images(config: Config) -> ImageData:
     return contaminate(config, train)[0]
 
 
+def label_text(label: int, class_names: tuple[str, ...] | None) -> str:
+    """``y=3`` or, where the data names its classes, ``y=3 Dress`` (long names shortened)."""
+    if class_names is None:
+        return f"y={label}"
+    name = class_names[label]
+    if len(name) > NAME_CHARACTERS:
+        name = name[: NAME_CHARACTERS - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return f"y={label} {name}"
+
+
+def caption(
+    index: int,
+    label: int,
+    scores: dict[str, np.ndarray],
+    sorted_by: str,
+    class_names: tuple[str, ...] | None,
+) -> str:
+    """A sample's caption: index and label, then the value the grid is sorted by first
+    (visits, score or memory term) and next to it the visits (or, in the visit grids, the
+    score)."""
+    visits = f"v={int(scores['train_count'][index])}"
+    if sorted_by == "train_count":
+        values = f"{visits} s={scores['score'][index]:.2f}"
+    else:
+        values = f"{SORT_KEYS[sorted_by][0]}={scores[sorted_by][index]:.2f} {visits}"
+    return f"#{index} {label_text(label, class_names)}\n{values}"
+
+
 def _draw_grid(
     data: ImageData,
     indices: np.ndarray,
-    scores: dict[str, np.ndarray],
+    captions: list[str],
     flagged: dict[str, np.ndarray],
     title: str,
 ) -> bytes:
-    """A PNG of the samples at ``indices`` with index, label, visits and score; flagged
-    samples (flipped label, junk) captioned in red."""
+    """A PNG of the samples at ``indices`` under their ``captions``; flagged samples
+    (flipped label, junk) captioned in red."""
     rows = max(1, -(-len(indices) // GRID_COLUMNS))
     figure = Figure(figsize=(1.6 * GRID_COLUMNS, 1.9 * rows))
     axes = figure.subplots(rows, GRID_COLUMNS)
@@ -116,11 +163,8 @@ def _draw_grid(
         index = int(indices[position])
         image = data.images[index].permute(1, 2, 0).numpy()
         axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-        caption = (
-            f"#{index} y={int(data.labels[index])}\n"
-            f"v={int(scores['train_count'][index])} s={scores['score'][index]:.2f}"
-        )
-        axis.set_title(caption, fontsize=7, color="red" if index in bad else "black")
+        color = "red" if index in bad else "black"
+        axis.set_title(captions[position], fontsize=7, color=color)
     legend = f"   (red: {' / '.join(flagged)})" if flagged else ""
     figure.suptitle(title + legend, fontsize=10)
     figure.tight_layout()
@@ -142,28 +186,49 @@ def _histogram(counts: np.ndarray, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _csv(scores: dict[str, np.ndarray], flagged: dict[str, np.ndarray]) -> bytes:
-    """Every sample, highest score first (ties by index; unscored samples last)."""
+def _csv(
+    scores: dict[str, np.ndarray],
+    flagged: dict[str, np.ndarray],
+    class_names: tuple[str, ...] | None,
+    files: list[str] | None,
+) -> bytes:
+    """Every sample, highest score first (ties by index; unscored samples last), with its
+    class name and image file where the data has them (empty otherwise, and empty for junk
+    images, which replaced their file's picture)."""
     score = scores["score"]
     order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
-    columns = ["index", "label", "visits", "score", "memory", "loss", *flagged]
+    columns = ["index", "label", "class", "visits", "score", "memory", "loss", *flagged, "path"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     marks = {kind: set(values.tolist()) for kind, values in flagged.items()}
-    for index in order:
+    junk = marks.get("junk", set())
+    for index in (int(i) for i in order):
+        label = int(scores["labels"][index])
         writer.writerow(
             [
-                int(index),
-                int(scores["labels"][index]),
+                index,
+                label,
+                class_names[label] if class_names else "",
                 int(scores["train_count"][index]),
                 f"{score[index]:.6g}",
                 f"{scores['memory'][index]:.6g}",
                 f"{scores['loss'][index]:.6g}",
-                *(int(int(index) in marks[kind]) for kind in flagged),
+                *(int(index in marks[kind]) for kind in flagged),
+                files[index] if files and index not in junk else "",
             ]
         )
     return buffer.getvalue().encode()
+
+
+def _write(path: Path, data: bytes, result: Inspection) -> None:
+    """Write one output file atomically (whole or not at all) and record it; a failed write
+    is one line naming the path and the fix."""
+    try:
+        write_bytes(path, data)
+    except WriteError as problem:
+        raise WriteError(path, problem.error, option="--out") from None
+    result.files.append(path)
 
 
 def inspect_run(
@@ -172,6 +237,7 @@ def inspect_run(
     write_csv: bool = False,
     k: int | None = None,
     samples: int = GRID_SAMPLES,
+    seed: int | None = None,
 ) -> Inspection:
     """Write the grids (and the CSV) of a finished run into ``out`` (default ``RUN/inspect``).
 
@@ -181,12 +247,15 @@ def inspect_run(
         write_csv: also write ``samples.csv``, every sample sorted by score.
         k: samples per precision-at-k check (default: as many as are flagged).
         samples: images per grid.
+        seed: seed of the random order of tied samples (default: the run's seed).
 
     Raises:
-        UserInputError: not a run directory, or the run has not finished.
+        UserInputError: not a run directory, the run has not finished, or an output file
+            cannot be written (each file is written whole or not at all).
     """
     run = RunDirectory(run_dir)
     config = run.load_config()
+    tie_seed = config.seed if seed is None else seed
     scores = _read_scores(run)
     flagged = _flagged(run)
     data = training_images(config)
@@ -198,25 +267,32 @@ def inspect_run(
     target = Path(out) if out else run.path / "inspect"
     result = Inspection()
     for name, (array, largest) in GRIDS.items():
-        indices = extreme_indices(scores[array], samples, largest)
+        indices = extreme_indices(scores[array], samples, largest, seed=tie_seed)
         result.grids[name] = indices
-        title = f"{run.path.name}: {name.replace('_', ' ')} ({array})"
-        path = target / f"{name}.png"
-        write_bytes(path, _draw_grid(data, indices, scores, flagged, title))
-        result.files.append(path)
-    histogram = target / "train_count_hist.png"
-    write_bytes(histogram, _histogram(scores["train_count"], f"{run.path.name}: visits"))
-    result.files.append(histogram)
+        result.captions[name] = [
+            caption(
+                index=int(index),
+                label=int(data.labels[int(index)]),
+                scores=scores,
+                sorted_by=array,
+                class_names=data.class_names,
+            )
+            for index in indices
+        ]
+        title = f"{run.path.name}: {name.replace('_', ' ')} (sorted by {SORT_KEYS[array][1]})"
+        grid = _draw_grid(data, indices, result.captions[name], flagged, title)
+        _write(target / f"{name}.png", grid, result)
+    histogram = _histogram(scores["train_count"], f"{run.path.name}: visits")
+    _write(target / "train_count_hist.png", histogram, result)
     if write_csv:
-        path = target / "samples.csv"
-        write_bytes(path, _csv(scores, flagged))
-        result.files.append(path)
+        table = _csv(scores, flagged, class_names=data.class_names, files=data.source_files())
+        _write(target / "samples.csv", table, result)
     for kind, bad in flagged.items():
         chosen_k = k or len(bad)
         chance = len(bad) / len(scores["score"])
         for signal in SIGNALS:
             for largest in (True, False):
-                value = precision_at_k(scores[signal], bad, chosen_k, largest)
+                value = precision_at_k(scores[signal], bad, chosen_k, largest, seed=tie_seed)
                 direction = "highest" if largest else "lowest"
                 result.precision.append((kind, signal, direction, chosen_k, value, chance))
     if config.logging.tensorboard:

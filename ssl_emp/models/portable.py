@@ -34,11 +34,35 @@ EXPORT_FORMAT = 1
 METADATA_KEY = "ssl_emp"
 HEAD_PREFIX = "head."
 FileFormat = Literal["torch", "safetensors"]
+# the names an export may have, by the format written under them
+SUFFIXES: dict[str, FileFormat] = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
 
 
 def file_format(path: Path) -> FileFormat:
-    """``safetensors`` for a ``.safetensors`` file, else ``torch``."""
+    """``safetensors`` for a ``.safetensors`` file, else ``torch`` (so files of any name that
+    ``torch.save`` wrote still load)."""
     return "safetensors" if path.suffix == ".safetensors" else "torch"
+
+
+def check_export_path(path: Path) -> None:
+    """Refuse a target that :func:`save_backbone` cannot write as named.
+
+    A directory would fail only at the final rename, and a name such as ``encoder.onnx``
+    would get a torch pickle that other tools then misread, so both are refused up front.
+
+    Raises:
+        UserInputError: ``path`` is a directory or its extension is not one of ``SUFFIXES``.
+    """
+    if path.is_dir():
+        raise UserInputError(
+            f"{path} is a directory; name a file in it, e.g. {path / 'encoder.pt'}"
+        )
+    if path.suffix not in SUFFIXES:
+        supported = ", ".join(SUFFIXES)
+        raise UserInputError(
+            f"cannot export to {path}: export writes only {supported} files (torch.save for "
+            f".pt and .pth, safetensors for .safetensors); use e.g. {path.with_suffix('.pt')}"
+        )
 
 
 def build_head(description: dict[str, Any]) -> nn.Module:
@@ -63,12 +87,18 @@ def save_backbone(
     """Write ``backbone`` (and ``head``) as a plain state dict with ``metadata``, atomically.
 
     Args:
-        path: the file; ``.safetensors`` gives a safetensors file, anything else
+        path: the file; ``.safetensors`` gives a safetensors file, ``.pt`` and ``.pth``
             ``torch.save``.
         backbone: the trained backbone; its network (``backbone.body``) is what is saved.
         metadata: architecture and preprocessing (see :func:`load_backbone`), JSON-serialisable.
         head: the projection head or classifier to store under ``head.``, if wanted.
+
+    Raises:
+        UserInputError: ``path`` is a directory or has another extension
+            (:func:`check_export_path`).
+        OSError: the file could not be written; whatever was at ``path`` is left as it was.
     """
+    check_export_path(path)
     state = backbone.body.state_dict()
     if head is not None:
         for key, value in head.state_dict().items():
