@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from lightly.utils.dist import gather as gather_with_grad
 
 
 def is_distributed() -> bool:
@@ -60,6 +59,10 @@ def gather_rows_with_grad(tensor: torch.Tensor, sizes: list[int]) -> tuple[torch
     """
     if not is_distributed():
         return tensor, 0
+    # lightly's all-gather lets gradients flow back to each rank's rows; imported here, so
+    # that the pruner, which uses this module, does not load lightly
+    from lightly.utils.dist import gather as gather_with_grad
+
     rank = dist.get_rank()
     longest = max(sizes)
     padding = longest - tensor.shape[0]

@@ -156,10 +156,10 @@ def main() -> None:
     )
     bank = bank_trainer.estimator
     assert isinstance(bank, FeatureBank)
-    bank.refresh(bank_trainer.model, bank_trainer.data, args.batch_size)  # every row written
+    bank.refresh(bank_trainer.embed)  # every row written
 
     def bank_pass() -> None:
-        columns, _ = bank.end_epoch(0, bank_trainer.model, bank_trainer.data, args.batch_size)
+        columns, _ = bank.end_epoch(0, embed=bank_trainer.embed)
         bank_trainer.pruner.set_columns(columns)
 
     bank_time = 0.0

@@ -23,7 +23,8 @@ from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.engine.seeding import seed_everything
 from ssl_emp.errors import UserInputError
 from ssl_emp.methods import Method, build_method, method_class
-from ssl_emp.pruning import MemoryEstimator, Pruner, build_estimator
+from ssl_emp.pruning import MemoryEstimator, Pruner
+from ssl_emp.pruning.estimators import EstimatorContext, build_estimator
 from ssl_emp.pruning.pruner import score_kind
 from ssl_emp.pruning.scores import SCORES
 
@@ -241,5 +242,26 @@ def build_parts(
         forward_model=forward_model,
         optimizer=build_optimizer(model, config.train),
         pruner=pruner,
-        estimator=build_estimator(config, model, data, device),
+        estimator=estimator_for(config, model, data, device),
     )
+
+
+def estimator_for(
+    config: Config, model: Method, data: ImageData, device: torch.device
+) -> MemoryEstimator:
+    """The memory estimator of the run: the method's own (supervised methods score with the
+    prediction entropy), else ``memory.estimator``, over the features of ``memory.layer``."""
+    name = model.memory_estimator or config.memory.estimator
+    if name != "prediction" and not model.two_views:
+        raise ValueError(f"{type(model).__name__}: the SSL memory terms need two views")
+    context = EstimatorContext(
+        memory=config.memory,
+        pruning=config.pruning,
+        seed=config.seed,
+        num_samples=len(data),
+        feature_dim=model.feature_dim(config.memory.layer),
+        labels=data.labels,
+        device=device,
+        batch_size=config.train.batch_size,
+    )
+    return build_estimator(name, context)

@@ -172,6 +172,19 @@ class Trainer:
             f"warning: non-finite loss at {where}; step skipped ({self.state.skipped_steps} so far)"
         )
 
+    @torch.no_grad()
+    def embed(self, indices: torch.Tensor, layer: str) -> torch.Tensor:
+        """Features of fresh views of the samples ``indices``, (V, B, D), through the
+        method's side-effect-free ``embed`` in eval mode (no BN statistic, queue or momentum
+        changes): the :data:`~ssl_emp.pruning.estimators.Embedder` of the memory estimators."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            images = self.data.images[indices].to(self.device, non_blocking=True)
+            return self.model.embed(images, layer=layer)  # type: ignore[arg-type]
+        finally:
+            self.model.train(was_training)
+
     def sync_epoch_progress(self) -> None:
         """Copy the running loss sum and time of the epoch in progress into the state (for a
         mid-epoch checkpoint; kept on the device otherwise, to avoid a sync per step)."""
@@ -271,9 +284,7 @@ class Trainer:
         seen = state.epoch_seen
         train_wall = time.perf_counter() - self._started
         selection = self.pruner.last_stats
-        columns, memory_stats = self.estimator.end_epoch(
-            epoch, self.model, self.data, self.config.train.batch_size
-        )
+        columns, memory_stats = self.estimator.end_epoch(epoch, embed=self.embed)
         self.pruner.set_columns(columns)
         wall = time.perf_counter() - self._started
         state.finish_epoch()

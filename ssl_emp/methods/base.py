@@ -55,11 +55,15 @@ class Method(nn.Module):
     Attributes:
         supervised: trains on labels (``ssl-emp train-supervised``), else self-supervised.
         two_views: each sample gives two augmented views per step.
+        memory_estimator: the memory estimator the method always uses (``prediction`` for
+            supervised methods), or None to use ``memory.estimator``.
     """
 
     backbone: Backbone
     supervised: ClassVar[bool] = False
     two_views: ClassVar[bool] = True
+    memory_estimator: ClassVar[str | None] = None
+    projection_dim: int | None = None  # the projection head's output size (None: no head)
 
     @classmethod
     def from_config(
@@ -67,6 +71,15 @@ class Method(nn.Module):
     ) -> Method:
         """The method as ``config`` describes it, around ``backbone`` for images like ``data``."""
         raise NotImplementedError
+
+    def feature_dim(self, layer: FeatureLayer) -> int:
+        """The size of the features of ``layer`` (``backbone`` or ``projection``)."""
+        if layer == "backbone":
+            return self.backbone.feature_dim
+        projections = self.projection_dim
+        if projections is None:
+            raise ValueError(f"{type(self).__name__} has no projection layer")
+        return projections
 
     def before_step(self, progress: float, epochs: int) -> None:
         """Hook called before each step with the training progress in epochs (default: none)."""

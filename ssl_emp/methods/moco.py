@@ -95,6 +95,7 @@ class MoCo(Method):
         super().__init__()
         self.backbone = backbone
         self.augmentation = augmentation
+        self.projection_dim = proj_dim
         self.projection_head = MoCoProjectionHead(
             input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
         )

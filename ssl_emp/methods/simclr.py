@@ -42,6 +42,7 @@ class SimCLR(Method):
         super().__init__()
         self.backbone = backbone
         self.augmentation = augmentation
+        self.projection_dim = proj_dim
         self.projection_head = SimCLRProjectionHead(
             input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
         )

@@ -29,6 +29,7 @@ class Supervised(Method):
 
     supervised: ClassVar[bool] = True
     two_views: ClassVar[bool] = False
+    memory_estimator: ClassVar[str | None] = "prediction"
 
     def __init__(
         self,
