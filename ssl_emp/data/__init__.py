@@ -22,7 +22,7 @@ _EXPORTS = {
     "ImageData": "ssl_emp.data.dataset",
     "build_datasets": "ssl_emp.data.sources",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["GlobalBatch", "ImageData", "build_datasets", "index_batches"]
 
 
 def __getattr__(name: str) -> Any:
