@@ -17,6 +17,7 @@ from ssl_emp.config import load_config
 from ssl_emp.data.batch import GlobalBatch, shard_sizes
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.engine.state import StepOutcome
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import TINY_OVERRIDES, metrics_records, pretrain_command
@@ -62,19 +63,32 @@ def _worker(
         trainer.pruner.table.loss[:10] = 5.0
     if rank == stop_rank:  # a stop signal that reaches this rank alone, after step 4
         trainer.callbacks.append(_StopAfter(step=4))
+    local = _LocalCounts(len(trainer.data))
+    trainer.callbacks.append(local)
     trainer.fit()
     torch.save(
-        {"table": trainer.pruner.table.state_dict(), "local": trainer.local_train_count.cpu()},
+        {"table": trainer.pruner.table.state_dict(), "local": local.counts},
         Path(out) / f"rank{rank}.pt",
     )
     cleanup()
+
+
+class _LocalCounts(Callback):
+    """How often this process trained each sample: the local part of every step it was
+    handed (``on_step_end``'s outcome)."""
+
+    def __init__(self, num_samples: int) -> None:
+        self.counts = torch.zeros(num_samples, dtype=torch.long)
+
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
+        self.counts[step.batch.local.cpu()] += 1
 
 
 class _StopAfter(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
         if trainer.state.step == self.step:
             trainer.stop.signal_name = "SIGTERM"
 

@@ -8,6 +8,7 @@ import pytest
 from ssl_emp.config import TrainConfig
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, peak_learning_rate
+from ssl_emp.engine.state import StepOutcome
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import tiny_config_with
@@ -50,7 +51,7 @@ def test_the_trainer_steps_the_schedule_by_sample_visits(tmp_path: Path) -> None
     seen: list[float] = []
 
     class RecordRate(Callback):
-        def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+        def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
             seen.append(trainer.optimizer.param_groups[0]["lr"])
 
     trainer.callbacks.append(RecordRate())

@@ -16,6 +16,7 @@ from ssl_emp.config import load_config
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.engine.preemption import PREEMPTED_EXIT_CODE
+from ssl_emp.engine.state import StepOutcome
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.errors import RunPreempted, TrainingDivergedError, UserInputError
 from ssl_emp.experiments.train import build_trainer, pretrain
@@ -114,8 +115,8 @@ def test_in_process_crash_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     crashing = build_trainer(tiny_config_with(tmp_path / "b", *overrides))
     original_step = crashing.train_step
 
-    def step_then_crash(batch: torch.Tensor, progress: float, images=None):
-        result = original_step(batch, progress, images)
+    def step_then_crash(batch, progress, images=None, batches_in_epoch=0):
+        result = original_step(batch, progress, images, batches_in_epoch)
         if crashing.state.step == 9:  # inside the third epoch, after a mid-epoch checkpoint
             raise _SimulatedCrashError
         return result
@@ -269,7 +270,7 @@ class _SignalAtStep(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
         if trainer.state.step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
 

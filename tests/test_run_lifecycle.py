@@ -16,6 +16,7 @@ import pytest
 from ssl_emp.cli import main
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.engine.state import StepOutcome
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.errors import RunPreempted
 from ssl_emp.experiments.train import build_trainer
@@ -39,7 +40,7 @@ class _StopAtStep(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
         if trainer.state.step == self.step:
             trainer.stop.signal_name = "SIGTERM"
 

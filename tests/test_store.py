@@ -239,8 +239,8 @@ def test_a_store_run_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
     crashing = build_trainer(_config(tmp_path / "b", *overrides))
     original_step = crashing.train_step
 
-    def step_then_crash(batch, progress, images=None):
-        result = original_step(batch, progress, images)
+    def step_then_crash(batch, progress, images=None, batches_in_epoch=0):
+        result = original_step(batch, progress, images, batches_in_epoch)
         if crashing.state.step == 9:  # inside the third epoch, after a mid-epoch checkpoint
             raise _CrashError
         return result

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ssl_emp.data.store import StoredImages
+from ssl_emp.data.streaming import BatchReader, MemoryReader, StoreReader
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,14 @@ class ImageData:
         if isinstance(self.images, StoredImages):
             return self.images.source_files()
         return None if self.files is None else list(self.files)
+
+    def reader(self, workers: int = 0, pin_memory: bool = False) -> BatchReader:
+        """How the training loop reads batches of these images: from memory, or from a store
+        by ``workers`` persistent reader processes (``data.workers``; pinned memory for a
+        GPU)."""
+        if isinstance(self.images, StoredImages):
+            return StoreReader(self.images, workers=workers, pin_memory=pin_memory)
+        return MemoryReader(self.images)
 
     @property
     def streamed(self) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -77,6 +78,28 @@ class _EpochBatches(Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class BatchReader(Protocol):
+    """What the training loop reads an epoch's images through, whatever holds them."""
+
+    def read(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The images of each of ``batches`` (index tensors into the split), in order."""
+
+
+class MemoryReader:
+    """Images held as one tensor: each batch's rows, indexed when the loop asks for them.
+
+    Args:
+        images: the (N, C, H, W) uint8 images (on the training device).
+    """
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def read(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The images of each of ``batches``, one at a time."""
+        return (self.images[batch] for batch in batches)
 
 
 class StoreReader:

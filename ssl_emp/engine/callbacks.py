@@ -19,7 +19,7 @@ from ssl_emp.collectives import all_gather_objects
 from ssl_emp.engine.checkpoint import load_latest_checkpoint, save_checkpoint
 from ssl_emp.engine.run_dir import resume_command
 from ssl_emp.engine.seeding import capture_rng_state, restore_rng_state
-from ssl_emp.engine.state import EpochRecord, TrainState
+from ssl_emp.engine.state import EpochRecord, StepOutcome, TrainState
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import write_arrays
 
@@ -35,8 +35,8 @@ class Callback:
     def on_fit_start(self, trainer: Trainer) -> None:
         """Before the first epoch of ``fit`` (after a resume is possible)."""
 
-    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
-        """After an optimizer step of an epoch of ``batches_in_epoch`` batches."""
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
+        """After an accepted optimizer step, with what it produced."""
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         """After an epoch; ``record`` may be extended (``record.monitors``)."""
@@ -112,9 +112,9 @@ class Checkpointer(Callback):
             step = trainer.state.step if mid_epoch else None
             save_checkpoint(trainer.run.checkpoint_dir, trainer.state.epoch, payload, step=step)
 
-    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
         every, state = trainer.config.train.checkpoint_every, trainer.state
-        if every and state.step % every == 0 and state.epoch_batches_done < batches_in_epoch:
+        if every and state.step % every == 0 and state.epoch_batches_done < step.batches_in_epoch:
             trainer.sync_epoch_progress()
             self.save(trainer, mid_epoch=True)
 
@@ -205,17 +205,7 @@ class ScoresWriter(Callback):
     def on_fit_end(self, trainer: Trainer) -> None:
         if not trainer.finished:
             return
-        table = trainer.pruner.table
-        arrays = {
-            "score": trainer.pruner.ranking_scores(),
-            "memory": table.memory.cpu().numpy(),
-            "train_count": table.train_count.cpu().numpy(),
-            "loss": table.loss.cpu().numpy(),
-            "last_seen": table.last_seen.cpu().numpy(),
-            "labels": trainer.data.labels.cpu().numpy(),
-        }
-        if trainer.pruner.score.needs_bank:
-            arrays["prototype_distance"] = table.prototype_distance.cpu().numpy()
+        arrays = {**trainer.pruner.sample_arrays(), "labels": trainer.data.labels.cpu().numpy()}
         if trainer.context.is_main:
             write_arrays(trainer.run.scores_path, arrays)
 
@@ -258,8 +248,9 @@ class FlaggedSampleDiagnostics(Callback):
         mask = self.mask
         if mask is None or not bool(mask.any()):
             return
-        kept = trainer.last_epoch_indices
-        counts = trainer.pruner.table.train_count.float()
+        kept = record.kept_indices
+        assert kept is not None
+        counts = trainer.pruner.column("train_count").float()
         values = {
             f"{self.name}_selected_frac": float(mask[kept].float().mean()),
             f"visits_per_{self.name}": float(counts[mask].mean()),

@@ -23,7 +23,7 @@ from ssl_emp.config import Config
 from ssl_emp.data.augment import ViewAugmentation
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.seeding import capture_rng_state, restore_rng_state
-from ssl_emp.engine.state import EpochRecord
+from ssl_emp.engine.state import EpochRecord, StepOutcome
 from ssl_emp.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -36,13 +36,14 @@ PREVIEW_SAMPLES = 8
 def pruning_distributions(trainer: Trainer) -> dict[str, np.ndarray]:
     """Per-sample score, memory term and training count at the end of an epoch (finite
     values only: samples not scored yet are left out)."""
-    table = trainer.pruner.table
-    arrays = {
-        "score": np.asarray(trainer.pruner.ranking_scores(), dtype=np.float64),
-        "memory": table.memory.double().cpu().numpy(),
-        "train_count": table.train_count.cpu().numpy().astype(np.float64),
+    arrays = trainer.pruner.sample_arrays()
+    return {
+        name: values[np.isfinite(values)]
+        for name, values in (
+            (name, np.asarray(arrays[name], dtype=np.float64))
+            for name in ("score", "memory", "train_count")
+        )
     }
-    return {name: values[np.isfinite(values)] for name, values in arrays.items()}
 
 
 def epoch_scalars(record: EpochRecord, distributions: dict[str, np.ndarray]) -> dict[str, float]:
@@ -100,13 +101,11 @@ class StepBufferLogger(Callback):
         if trainer.context.is_main:
             self.open(trainer)
 
-    def on_step_end(self, trainer: Trainer, batches_in_epoch: int) -> None:
+    def on_step_end(self, trainer: Trainer, step: StepOutcome) -> None:
         if not trainer.context.is_main:
             return
         now = time.perf_counter()
-        losses = trainer.pruner.last_losses
-        if losses is None:
-            return
+        losses = step.losses
         self.steps.append(trainer.state.step)
         self.losses.append(losses.detach().float().mean())
         self.learning_rates.append(trainer.optimizer.param_groups[0]["lr"])

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ssl_emp.data.batch import GlobalBatch
+    from ssl_emp.methods.base import MethodOutput
 
 
 @dataclass
@@ -47,6 +51,24 @@ class TrainState:
         self.epoch_loss_sum = self.epoch_seconds = 0.0
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """What an accepted training step produced, as callbacks receive it (``on_step_end``).
+
+    Attributes:
+        batch: the step's global batch (``batch.local`` is what this process trained).
+        losses: the detached per-sample losses of the whole global batch, in
+            ``batch.gathered`` order, shape (B,).
+        output: the method's output for this process's samples (features, projections).
+        batches_in_epoch: the number of batches of the epoch in progress.
+    """
+
+    batch: GlobalBatch
+    losses: torch.Tensor
+    output: MethodOutput
+    batches_in_epoch: int
+
+
 @dataclass
 class EpochRecord:
     """One epoch's line of ``metrics.jsonl``.
@@ -68,6 +90,7 @@ class EpochRecord:
         pruning: LFL diagnostics (Gini, revisits, memory-term quantiles).
         memory: the estimator's end-of-epoch statistics (bank neighbours, pass time).
         monitors: what callbacks measured (test or kNN accuracy, label-noise visits).
+        kept_indices: the samples the epoch trained (on the training device; not written).
     """
 
     epoch: int
@@ -83,6 +106,7 @@ class EpochRecord:
     pruning: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     monitors: dict[str, Any] = field(default_factory=dict)
+    kept_indices: torch.Tensor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The flat JSON object of ``metrics.jsonl``."""

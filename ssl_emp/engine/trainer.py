@@ -20,8 +20,7 @@ import torch
 
 from ssl_emp.collectives import all_gather_objects, barrier
 from ssl_emp.data.batch import GlobalBatch, index_batches
-from ssl_emp.data.store import StoredImages
-from ssl_emp.data.streaming import StoreReader
+from ssl_emp.data.streaming import BatchReader
 from ssl_emp.engine.builder import TrainingParts
 from ssl_emp.engine.callbacks import Callback
 from ssl_emp.engine.optim import learning_rate_at, set_learning_rate
@@ -29,7 +28,7 @@ from ssl_emp.engine.preemption import StopRequest
 from ssl_emp.engine.progress import EpochProgress
 from ssl_emp.engine.run_dir import resume_command
 from ssl_emp.engine.seeding import epoch_generator
-from ssl_emp.engine.state import EpochRecord, TrainState
+from ssl_emp.engine.state import EpochRecord, StepOutcome, TrainState
 from ssl_emp.errors import (
     NonFiniteLossError,
     RanksDisagreeError,
@@ -86,13 +85,10 @@ class Trainer:
         self.estimator = parts.estimator
         self.callbacks = list(callbacks)
         self.state = TrainState()
-        # samples this process trained (its shards); the pruner's counts are global
-        self.local_train_count = torch.zeros(len(self.data), dtype=torch.long, device=self.device)
-        self.last_epoch_indices = torch.zeros(0, dtype=torch.long, device=self.device)
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._started = time.perf_counter()
         self.stop = StopRequest()
-        self.store_reader: StoreReader | None = None  # workers reading a store, per run
+        self.reader: BatchReader | None = None  # reads the epochs' images (store workers)
 
     @property
     def finished(self) -> bool:
@@ -105,18 +101,23 @@ class Trainer:
             print(message, flush=True)
 
     def train_step(
-        self, batch: GlobalBatch, progress: float, images: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
-        """One optimizer step on ``batch``; returns the gathered (detached) losses of the whole
-        global batch in ``batch.gathered`` order, or None when the step was skipped for a
-        non-finite loss.
+        self,
+        batch: GlobalBatch,
+        progress: float,
+        images: torch.Tensor | None = None,
+        batches_in_epoch: int = 0,
+    ) -> StepOutcome | None:
+        """One optimizer step on ``batch``; returns what it produced (the gathered, detached
+        losses of the whole global batch in ``batch.gathered`` order among it), or None when
+        the step was skipped for a non-finite loss.
 
         Args:
             batch: the global batch; this process trains ``batch.local``.
             progress: training progress in epochs (sets the learning rate and, for MoCo, the
                 key encoder's momentum).
-            images: the images of ``batch.local`` when they were read ahead (a store);
-                otherwise they are gathered from the data here.
+            images: the images of ``batch.local`` as the epoch's reader gave them; read from
+                the data here when not given.
+            batches_in_epoch: the number of batches of the epoch in progress (for callbacks).
         """
         set_learning_rate(self.optimizer, learning_rate_at(progress, self.config.train))
         self.model.before_step(progress, self.config.train.epochs)
@@ -129,20 +130,21 @@ class Trainer:
             output = self.forward_model(images, self.data.labels[local])
         memory = self.estimator.batch_memory(batch, output)
         try:
-            loss = self.pruner.step(
+            recorded = self.pruner.record_step(
                 batch, output.loss, memory, epoch=self.state.epoch, view_losses=output.view_losses
             )
         except NonFiniteLossError:
             self._non_finite(buffers)
             return None
         self.estimator.observe(batch, output)
-        self.local_train_count[local] += 1
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        recorded.loss.backward()
         self.optimizer.step()
         self.model.commit_step()
         self.state.step += 1
-        return self.pruner.last_losses
+        return StepOutcome(
+            batch=batch, losses=recorded.losses, output=output, batches_in_epoch=batches_in_epoch
+        )
 
     def _snapshot_buffers(self) -> list[torch.Tensor] | None:
         """Copies of the model's buffers (BN statistics) when non-finite steps are skipped, so
@@ -217,28 +219,24 @@ class Trainer:
             GlobalBatch.shard(batch_indices, context.rank, context.world_size)
             for batch_indices in batches[state.epoch_batches_done :]
         ]
-        read = None
-        if isinstance(self.data.images, StoredImages):  # only this rank's kept rows
-            if self.store_reader is None:
-                self.store_reader = StoreReader(
-                    self.data.images,
-                    workers=config.data.workers,
-                    pin_memory=self.device.type == "cuda",
-                )
-            read = self.store_reader.read([shard.local for shard in shards])
+        if self.reader is None:  # a store's reader keeps its worker processes for the run
+            pin = self.device.type == "cuda"
+            self.reader = self.data.reader(workers=config.data.workers, pin_memory=pin)
+        read = self.reader.read([shard.local for shard in shards])  # this rank's rows only
         for batch in shards:
-            per_sample_loss = self.train_step(
+            outcome = self.train_step(
                 batch,
                 progress=epoch + state.epoch_seen / len(indices),
-                images=next(read) if read is not None else None,
+                images=next(read),
+                batches_in_epoch=len(batches),
             )
             state.epoch_batches_done += 1
-            if per_sample_loss is not None:
+            if outcome is not None:
                 state.epoch_seen += len(batch)
-                self._loss_sum += per_sample_loss.double().sum()
+                self._loss_sum += outcome.losses.double().sum()
                 for callback in self.callbacks:
-                    callback.on_step_end(self, batches_in_epoch=len(batches))
-            progress.step(per_sample_loss, seen=state.epoch_seen)
+                    callback.on_step_end(self, outcome)
+            progress.step(None if outcome is None else outcome.losses, seen=state.epoch_seen)
             if state.epoch_batches_done < len(batches) and self.stop.requested(self.device):
                 progress.close()
                 self._stop_mid_epoch()
@@ -288,7 +286,6 @@ class Trainer:
         self.pruner.set_columns(columns)
         wall = time.perf_counter() - self._started
         state.finish_epoch()
-        self.last_epoch_indices = indices
         return EpochRecord(
             epoch=state.epoch,
             loss=float(self._loss_sum) / max(seen, 1),
@@ -302,6 +299,7 @@ class Trainer:
             selection={k: v for k, v in selection.items() if k not in ("epoch", "selected")},
             pruning=self.pruner.epoch_diagnostics(epoch, kept=indices),
             memory=memory_stats,
+            kept_indices=indices,
         )
 
     def fit(self, until_epoch: int | None = None) -> list[dict[str, Any]]:
@@ -327,4 +325,4 @@ class Trainer:
         finally:
             self.stop.uninstall()
             self.run.release()
-            self.store_reader = None  # stops its worker processes
+            self.reader = None  # stops a store's worker processes

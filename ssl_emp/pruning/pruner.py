@@ -16,6 +16,7 @@ gathers every rank's values itself, so all ranks keep the same table and select 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +49,19 @@ def _quantiles(values: np.ndarray, prefix: str) -> dict[str, float | None]:
     }
 
 
+@dataclass(frozen=True)
+class RecordedStep:
+    """What :meth:`Pruner.record_step` returns.
+
+    Attributes:
+        loss: ``mean(weight_i * loss_i)`` over this process's samples, to backpropagate.
+        losses: the detached losses of the whole global batch, in gathered order, (B,).
+    """
+
+    loss: torch.Tensor
+    losses: torch.Tensor
+
+
 class Pruner:
     """Dynamic data pruning with the policies of docs/design.md, section 2.5.
 
@@ -76,7 +90,6 @@ class Pruner:
         self.table = ScoreTable(num_samples, ema=config.ema, device=self.device)
         self.weights = torch.ones(num_samples, device=self.device)
         self.last_stats: dict[str, Any] = {}
-        self.last_losses: torch.Tensor | None = None
         self.policy_state: dict[str, Any] = {}  # what a policy keeps between epochs (SCAN)
 
     @property
@@ -234,9 +247,24 @@ class Pruner:
             >>> losses = torch.tensor([1.0, 3.0], requires_grad=True)
             >>> pruner.step(torch.tensor([0, 2]), losses, epoch=0)
             tensor(2., grad_fn=<MeanBackward0>)
-            >>> pruner.table.loss.tolist(), pruner.table.train_count.tolist()
+            >>> pruner.column("loss").tolist(), pruner.column("train_count").tolist()
             ([1.0, inf, 3.0, inf], [1, 0, 1, 0])
         """
+        return self.record_step(
+            batch, per_sample_loss, memory, epoch=epoch, view_losses=view_losses
+        ).loss
+
+    def record_step(
+        self,
+        batch: GlobalBatch | torch.Tensor,
+        per_sample_loss: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        epoch: int,
+        view_losses: torch.Tensor | None = None,
+    ) -> RecordedStep:
+        """:meth:`step`, also returning the gathered per-sample losses it recorded (what a
+        loop that reports per-step losses needs, without a second all-gather)."""
         if not isinstance(batch, GlobalBatch):
             batch = GlobalBatch.from_local(batch)
         local_loss = per_sample_loss.float()
@@ -257,9 +285,35 @@ class Pruner:
             epoch,
             view_losses=view_losses,
         )
-        self.last_losses = losses
         weights = self.weights[batch.local.to(self.device)]
-        return (weights.to(local_loss.device, local_loss.dtype) * local_loss).mean()
+        loss = (weights.to(local_loss.device, local_loss.dtype) * local_loss).mean()
+        return RecordedStep(loss=loss, losses=losses)
+
+    def column(self, name: str) -> torch.Tensor:
+        """One per-sample column of the score table, on its device, to read (not to change):
+        ``loss``, ``memory``, ``view_loss``, ``prototype_distance``, ``loss_mean``,
+        ``loss_var``, ``observations``, ``train_count``, ``last_seen``."""
+        table = self.table.state_dict()
+        if name not in table:
+            raise ValueError(f"no score-table column {name!r}: use one of {', '.join(table)}")
+        return table[name]
+
+    def sample_arrays(self) -> dict[str, np.ndarray]:
+        """Every sample's ranked score and table entries as host arrays, for result files and
+        loggers: ``score`` (what the policy ranks, e.g. UCB's bound), ``memory``,
+        ``train_count``, ``loss``, ``last_seen`` and, where the score ranks it,
+        ``prototype_distance``."""
+        table = self.table
+        arrays = {
+            "score": self.ranking_scores(),
+            "memory": table.memory.cpu().numpy(),
+            "train_count": table.train_count.cpu().numpy(),
+            "loss": table.loss.cpu().numpy(),
+            "last_seen": table.last_seen.cpu().numpy(),
+        }
+        if self.score.needs_bank:
+            arrays["prototype_distance"] = table.prototype_distance.cpu().numpy()
+        return arrays
 
     def set_memory(self, memory: torch.Tensor) -> None:
         """Replace every sample's memory term (an estimator that re-scores all samples)."""
