@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_emp.config import Config, describe_options, load_config
+from ssl_emp.config import Config, config_from_dict, describe_options, load_config
 from ssl_emp.errors import UserInputError
 from tests.conftest import ROOT
 
@@ -120,3 +120,30 @@ def test_the_shipped_supervised_configs_score_with_beta_3() -> None:
     for name in ("supervised_fashion_mnist", "supervised_cifar100_resnet18"):
         assert load_config(str(ROOT / "configs" / f"{name}.yaml")).pruning.beta == 3.0
     assert load_config(str(ROOT / "configs" / "simclr_fashion_mnist.yaml")).pruning.beta == 1.0
+
+
+def test_each_method_owns_its_config_section(tmp_path) -> None:
+    from ssl_emp.methods.moco import MoCoConfig
+    from ssl_emp.methods.simclr import SimCLRConfig
+
+    simclr = load_config(None, ["method.temperature=0.3"])
+    assert type(simclr.method) is SimCLRConfig and simclr.method.temperature == 0.3
+    # the order of overrides does not matter: a MoCo key may come before method.name=moco
+    moco = load_config(None, ["method.queue_size=48", "method.name=moco"])
+    assert type(moco.method) is MoCoConfig and moco.method.queue_size == 48
+    with pytest.raises(UserInputError, match="'method.queue_size' belongs to method moco, not "):
+        load_config(None, ["method.queue_size=48"])
+    with pytest.raises(UserInputError, match="allowed here: gather_negatives, name, temperature"):
+        load_config(None, ["method.bogus=1"])
+    with pytest.raises(UserInputError, match="did you mean 'moco'"):
+        load_config(None, ["method.name=mocoo"])
+    # a run's saved config from a version that wrote every method's keys still loads
+    saved = {"method": {"name": "simclr", "temperature": 0.2, "queue_size": 4096}}
+    assert type(config_from_dict(saved, saved=True).method) is SimCLRConfig
+    assert config_from_dict(moco.to_dict()).to_dict() == moco.to_dict()  # round trip
+
+
+def test_the_reference_names_each_method_key_with_its_method() -> None:
+    lines = describe_options().splitlines()
+    assert any(line.startswith("  method.queue_size (moco; default 4096)") for line in lines)
+    assert any(line.startswith("  method.name (default 'simclr')") for line in lines)

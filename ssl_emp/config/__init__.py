@@ -6,6 +6,7 @@ from ssl_emp.config.loading import (
     describe_options,
     literal_choices,
     load_config,
+    method_config_class,
     read_yaml,
 )
 from ssl_emp.config.schema import (
@@ -16,12 +17,12 @@ from ssl_emp.config.schema import (
     FeatureLayer,
     MemoryConfig,
     MethodConfig,
-    MethodName,
     ModelConfig,
     PolicyName,
     PruningConfig,
     RunConfig,
     TrainConfig,
+    option,
 )
 
 __all__ = [
@@ -32,15 +33,16 @@ __all__ = [
     "FeatureLayer",
     "MemoryConfig",
     "MethodConfig",
-    "MethodName",
     "ModelConfig",
     "PolicyName",
     "PruningConfig",
     "RunConfig",
     "TrainConfig",
+    "option",
     "config_from_dict",
     "describe_options",
     "literal_choices",
     "load_config",
+    "method_config_class",
     "read_yaml",
 ]

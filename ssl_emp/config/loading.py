@@ -7,6 +7,7 @@ allowed, so the CLI can exit with code 2 instead of a traceback.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ssl_emp.config.schema import Config
+from ssl_emp.config.schema import Config, MethodConfig
 from ssl_emp.errors import UserInputError
 
 
@@ -105,7 +106,67 @@ def _unknown_key(key: str, allowed: list[str]) -> UserInputError:
     )
 
 
-def _apply(target: Any, values: dict[str, Any], prefix: str) -> None:
+def method_config_class(name: str) -> type[MethodConfig]:
+    """The config section class of the method registered as ``name`` (its own keys).
+
+    Raises:
+        UserInputError: no method of that name (with the closest registered name).
+    """
+    from ssl_emp.methods.registry import METHODS  # the methods are heavy: imported when asked
+
+    if name not in METHODS:
+        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserInputError(
+            f"config key 'method.name' must be one of {', '.join(METHODS)}; got {name!r}{hint}"
+        )
+    return METHODS[name].config_class
+
+
+def _method_section(current: MethodConfig, values: Any, key: str, saved: bool) -> MethodConfig:
+    """The ``method`` section: the class of the method that ``values`` (or ``current``) names,
+    with ``values`` applied. Keys of another method are refused, or, in a config a run saved
+    (``saved``: written by versions that listed every method's keys), dropped."""
+    if not isinstance(values, dict):
+        raise UserInputError(
+            f"config key '{key}' is a section; give it as a mapping of keys, e.g. {key}.name=..."
+        )
+    name = values.get("name", current.name)
+    if not isinstance(name, str):
+        raise UserInputError(f"config key '{key}.name' must be a string, got {name!r}")
+    chosen = method_config_class(name)
+    section = current if type(current) is chosen else chosen()
+    own = {f.name for f in dataclasses.fields(chosen)}
+    foreign = {}
+    for field_name in values:
+        if field_name in own:
+            continue
+        owners = _methods_with_key(field_name)
+        if owners and saved:
+            continue
+        if owners:
+            raise UserInputError(
+                f"config key '{key}.{field_name}' belongs to method {', '.join(owners)}, not "
+                f"{name}; drop it (or set method.name={owners[0]})"
+            )
+        foreign[field_name] = values[field_name]
+    mine = {k: v for k, v in values.items() if k in own or k in foreign}
+    _apply(section, mine, prefix=f"{key}.")
+    return section
+
+
+def _methods_with_key(name: str) -> list[str]:
+    """The registered methods whose config section has the key ``name``."""
+    from ssl_emp.methods.registry import METHODS
+
+    return [
+        method
+        for method, cls in METHODS.items()
+        if name in {f.name for f in dataclasses.fields(cls.config_class)}
+    ]
+
+
+def _apply(target: Any, values: dict[str, Any], prefix: str, saved: bool = False) -> None:
     """Set ``values`` on the dataclass ``target``, checking every key, type and rule."""
     hints = typing.get_type_hints(type(target))
     known = {f.name: f for f in dataclasses.fields(target)}
@@ -114,6 +175,9 @@ def _apply(target: Any, values: dict[str, Any], prefix: str) -> None:
         if name not in known:
             raise _unknown_key(key, list(known))
         tp = hints[name]
+        if isinstance(tp, type) and issubclass(tp, MethodConfig):
+            setattr(target, name, _method_section(getattr(target, name), value, key, saved))
+            continue
         if _is_section(tp):
             if not isinstance(value, dict):
                 raise UserInputError(
@@ -172,16 +236,35 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def config_from_dict(values: dict[str, Any], overrides: typing.Sequence[str] = ()) -> Config:
-    """Build a checked :class:`Config` from a nested dict and dotted ``key=value`` overrides."""
-    config = Config()
-    _apply(config, values, prefix="")
+def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``value`` at the dotted ``path`` of the nested dict ``base`` (sections created)."""
+    for part in path[:-1]:
+        if not isinstance(base.get(part), dict):
+            base[part] = {}
+        base = base[part]
+    base[path[-1]] = value
+
+
+def config_from_dict(
+    values: dict[str, Any], overrides: typing.Sequence[str] = (), saved: bool = False
+) -> Config:
+    """Build a checked :class:`Config` from a nested dict and dotted ``key=value`` overrides.
+
+    The overrides are merged into the dict first, so their order does not matter (a
+    ``method.queue_size`` may come before the ``method.name=moco`` it belongs to).
+
+    Args:
+        values: the nested config (a YAML file's mapping).
+        overrides: dotted ``key=value`` strings, applied over ``values``.
+        saved: ``values`` is a config a run saved: keys of methods other than its own, which
+            older versions wrote, are dropped instead of refused.
+    """
+    merged: dict[str, Any] = copy.deepcopy(values)
     for text in overrides:
         path, value = _parse_override(text)
-        nested: Any = value
-        for part in reversed(path):
-            nested = {part: nested}
-        _apply(config, nested, prefix="")
+        _merge(merged, path, value)
+    config = Config()
+    _apply(config, merged, prefix="", saved=saved)
     return config
 
 
@@ -200,17 +283,33 @@ def describe_options() -> str:
     """Every config key with its default and help text, for ``--help``."""
     lines: list[str] = []
 
+    def line(section: Any, f: dataclasses.Field, prefix: str, owner: str = "") -> str:
+        choices = literal_choices(typing.get_type_hints(type(section))[f.name])
+        allowed = f" {{{'|'.join(choices)}}}" if choices else ""
+        default = getattr(section, f.name)
+        where = f"{owner}; " if owner else ""
+        return f"  {prefix}{f.name}{allowed} ({where}default {default!r}): {f.metadata['help']}"
+
     def walk(section: Any, prefix: str) -> None:
         hints = typing.get_type_hints(type(section))
         for f in dataclasses.fields(section):
-            if _is_section(hints[f.name]):
+            if isinstance(hints[f.name], type) and issubclass(hints[f.name], MethodConfig):
+                methods(prefix=f"{prefix}{f.name}.")
+            elif _is_section(hints[f.name]):
                 walk(getattr(section, f.name), prefix=f"{prefix}{f.name}.")
-                continue
-            meta = f.metadata
-            choices = literal_choices(hints[f.name])
-            allowed = f" {{{'|'.join(choices)}}}" if choices else ""
-            default = getattr(section, f.name)
-            lines.append(f"  {prefix}{f.name}{allowed} (default {default!r}): {meta['help']}")
+            else:
+                lines.append(line(section, f, prefix))
+
+    def methods(prefix: str) -> None:
+        """``method.name``, then each method's own keys, named with their method."""
+        from ssl_emp.methods.registry import METHODS
+
+        base = MethodConfig()
+        lines.append(line(base, dataclasses.fields(base)[0], prefix))
+        for name, method in METHODS.items():
+            section = method.config_class()
+            for f in dataclasses.fields(section)[1:]:  # the first is name
+                lines.append(line(section, f, prefix, owner=name))
 
     walk(Config(), prefix="")
     return "\n".join(lines)

@@ -2,8 +2,13 @@
 
 Every key is a dataclass field whose metadata says what it means (``help``) and, for
 numbers, the allowed range; keys with a fixed set of values are typed with a ``Literal``,
-which is the one list of allowed names (the method and policy registries check themselves
-against ``MethodName`` and ``PolicyName``).
+which is the one list of allowed names (the policy, estimator, source, optimiser and preset
+registries check themselves against theirs).
+
+The ``method`` section is the chosen method's own: :class:`MethodConfig` holds only
+``method.name``, and each method module subclasses it with its keys (``MoCoConfig`` adds
+``queue_size``, ``momentum``, ...); loading picks the subclass that ``method.name`` names
+(:mod:`ssl_emp.config.loading`), so a key of another method is refused with its name.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ BankLayoutChoice = Literal["views", "compact", "auto"]
 WandbMode = Literal["offline", "online", "disabled"]
 DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic", "store"]
 BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
-MethodName = Literal["simclr", "moco", "supervised"]
 AugmentPreset = Literal["simclr", "mocov2", "supervised"]
 OptimizerName = Literal["sgd", "lars", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -33,9 +37,12 @@ FeatureLayer = Literal["backbone", "projection"]
 Normalization = Literal["log", "none"]
 
 
-def _option(default: Any, help: str, **rules: Any) -> Any:  # noqa: A002 - "help" reads best
+def option(default: Any, help: str, **rules: Any) -> Any:  # noqa: A002 - "help" reads best
     """A config field with its help text and validation rules (ge, gt, le, lt)."""
     return field(default=default, metadata={"help": help, **rules})
+
+
+_option = option
 
 
 @dataclass
@@ -101,29 +108,21 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """Self-supervised objective."""
+    """The training objective: ``method.name`` and, in the method's own subclass (defined in
+    its module under ``ssl_emp/methods/``), the keys of that method."""
 
-    name: MethodName = _option(
-        "simclr", "training method (supervised runs through `ssl-emp train-supervised`)"
+    name: str = _option(
+        "simclr",
+        "training method: simclr, moco, byol, simsiam, nnclr (ssl-emp pretrain) or supervised "
+        "(ssl-emp train-supervised)",
     )
-    temperature: float = _option(0.2, "softmax temperature tau of the contrastive loss", gt=0.0)
-    queue_size: int = _option(4096, "moco: number of keys in the queue of negatives", ge=1)
-    momentum: float = _option(
-        0.99,
-        "moco: start value of the key encoder's momentum (cosine schedule to 1)",
-        ge=0.0,
-        le=1.0,
-    )
-    symmetric: bool = _option(False, "moco: average the loss over both view orders")
-    gather_negatives: bool = _option(
-        True, "simclr under torchrun: use every rank's views as negatives (global batch)"
-    )
-    bn_splits: int = _option(
-        4,
-        "moco: batch-norm groups; queries and shuffled keys are encoded in this many chunks "
-        "so their BN statistics differ (single-device shuffle-BN)",
-        ge=1,
-    )
+
+
+def _default_method() -> MethodConfig:
+    """The default method's own section (imported on first use: the methods are heavy)."""
+    from ssl_emp.config.loading import method_config_class
+
+    return method_config_class("simclr")()
 
 
 @dataclass
@@ -358,7 +357,7 @@ class Config:
     seed: int = _option(0, "seed of every random number generator", ge=0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=_default_method)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)

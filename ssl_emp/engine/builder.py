@@ -119,9 +119,9 @@ def check_batch_size(config: Config, num_samples: int, pruner: Pruner, world_siz
             f"train.batch_size={batch_size} is smaller than the "
             f"{world_size} processes; use at least one sample per process"
         )
-    splits = config.method.bn_splits
+    splits = getattr(config.method, "bn_splits", 1)  # methods with shuffled BN groups (MoCo)
     smallest_shard = (batch_size + 1) // 2 // world_size  # the last batch may be ~half full
-    if config.train.sync_bn and config.method.name == "moco" and smallest_shard < splits > 1:
+    if config.train.sync_bn and smallest_shard < splits > 1:
         raise UserInputError(
             f"train.sync_bn with method.bn_splits={splits} needs at least {splits} samples per "
             f"process in every batch, but a shard can hold {smallest_shard}; raise "

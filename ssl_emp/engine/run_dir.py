@@ -199,7 +199,7 @@ class RunDirectory:
         or running run longer). Returns the saved config with the new length when
         ``train.epochs`` grew, else None."""
         # keys added since the run started take their defaults
-        saved = config_from_dict(read_yaml(self.config_path)).to_dict()
+        saved = config_from_dict(read_yaml(self.config_path), saved=True).to_dict()
         changed = changed_keys(saved, config.to_dict())
         longer = None
         if "train.epochs" in changed:
@@ -244,7 +244,7 @@ class RunDirectory:
                 f"{self.path} is not a run directory (no {CONFIG_FILE}); pass the run.dir of a "
                 "pretraining run"
             )
-        return config_from_dict(read_yaml(self.config_path))
+        return config_from_dict(read_yaml(self.config_path), saved=True)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one epoch's metrics."""

@@ -86,7 +86,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """One row per run with its settings, budget and accuracies."""
     configs = {
-        path: config_from_dict(read_yaml(RunDirectory(path).config_path)) for path in run_dirs
+        path: config_from_dict(read_yaml(RunDirectory(path).config_path), saved=True)
+        for path in run_dirs
     }
     labels = variant_labels({str(path): config for path, config in configs.items()})
     rows = []

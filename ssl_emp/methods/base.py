@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import nn
 
+from ssl_emp.config.schema import MethodConfig
 from ssl_emp.models.backbones import Backbone
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Method(nn.Module):
     Subclasses set ``self.backbone`` and implement :meth:`forward` and :meth:`embed`.
 
     Attributes:
+        name: the ``method.name`` it is registered under.
+        config_class: its section of the config (``method.*``), validated when loaded.
         supervised: trains on labels (``ssl-emp train-supervised``), else self-supervised.
         two_views: each sample gives two augmented views per step.
         memory_estimator: the memory estimator the method always uses (``prediction`` for
@@ -60,6 +63,8 @@ class Method(nn.Module):
     """
 
     backbone: Backbone
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
     supervised: ClassVar[bool] = False
     two_views: ClassVar[bool] = True
     memory_estimator: ClassVar[str | None] = None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from lightly.models.modules import MoCoProjectionHead
@@ -15,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ssl_emp.collectives import all_gather_rows
+from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
 from ssl_emp.methods.base import PROGRESS_RESOLUTION, FeatureLayer, Method, MethodOutput
 from ssl_emp.methods.losses import info_nce_per_sample
@@ -59,6 +61,24 @@ def without_side_effects(module: nn.Module, inputs: torch.Tensor) -> torch.Tenso
     return functional_call(module, state, (inputs,))
 
 
+@dataclass
+class MoCoConfig(MethodConfig):
+    """MoCo v2's keys (``method.*``)."""
+
+    temperature: float = option(0.2, "softmax temperature tau of InfoNCE", gt=0.0)
+    queue_size: int = option(4096, "number of keys in the queue of negatives", ge=1)
+    momentum: float = option(
+        0.99, "start value of the key encoder's momentum (cosine schedule to 1)", ge=0.0, le=1.0
+    )
+    symmetric: bool = option(False, "average the loss over both view orders")
+    bn_splits: int = option(
+        4,
+        "batch-norm groups; queries and shuffled keys are encoded in this many chunks so "
+        "their BN statistics differ (single-device shuffle-BN)",
+        ge=1,
+    )
+
+
 class MoCo(Method):
     """MoCo v2 (Chen et al., 2020) with per-sample losses.
 
@@ -78,6 +98,9 @@ class MoCo(Method):
     A step changes the momentum encoder and the queue only when the trainer accepts it
     (:meth:`commit_step`), so a skipped step leaves them as they were.
     """
+
+    name: ClassVar[str] = "moco"
+    config_class: ClassVar[type[MethodConfig]] = MoCoConfig
 
     def __init__(
         self,
@@ -118,6 +141,7 @@ class MoCo(Method):
     ) -> MoCo:
         """MoCo v2 with the ``model`` and ``method`` sections of ``config``."""
         method = config.method
+        assert isinstance(method, MoCoConfig)
         return cls(
             backbone,
             augmentation,

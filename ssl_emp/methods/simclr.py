@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from lightly.models.modules import SimCLRProjectionHead
 
 from ssl_emp.collectives import gather_rows_with_grad, gathered_sizes, is_distributed
+from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
 from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
 from ssl_emp.methods.losses import nt_xent_per_view
@@ -16,6 +18,16 @@ from ssl_emp.models.backbones import Backbone
 if TYPE_CHECKING:
     from ssl_emp.config import Config
     from ssl_emp.data.dataset import ImageData
+
+
+@dataclass
+class SimCLRConfig(MethodConfig):
+    """SimCLR's keys (``method.*``)."""
+
+    temperature: float = option(0.2, "softmax temperature tau of NT-Xent", gt=0.0)
+    gather_negatives: bool = option(
+        True, "under torchrun: use every rank's views as negatives (global batch)"
+    )
 
 
 class SimCLR(Method):
@@ -29,6 +41,9 @@ class SimCLR(Method):
         temperature: NT-Xent temperature.
         gather_negatives: under torchrun, contrast against every rank's views.
     """
+
+    name: ClassVar[str] = "simclr"
+    config_class: ClassVar[type[MethodConfig]] = SimCLRConfig
 
     def __init__(
         self,
@@ -54,13 +69,15 @@ class SimCLR(Method):
         cls, config: Config, backbone: Backbone, augmentation: ViewAugmentation, data: ImageData
     ) -> SimCLR:
         """SimCLR with the ``model`` and ``method`` sections of ``config``."""
+        method = config.method
+        assert isinstance(method, SimCLRConfig)
         return cls(
             backbone,
             augmentation,
             proj_hidden_dim=config.model.proj_hidden_dim or backbone.feature_dim,
             proj_dim=config.model.proj_dim,
-            temperature=config.method.temperature,
-            gather_negatives=config.method.gather_negatives,
+            temperature=method.temperature,
+            gather_negatives=method.gather_negatives,
         )
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> MethodOutput:

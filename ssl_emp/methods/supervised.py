@@ -27,6 +27,7 @@ class Supervised(Method):
         num_classes: number of classes C.
     """
 
+    name: ClassVar[str] = "supervised"
     supervised: ClassVar[bool] = True
     two_views: ClassVar[bool] = False
     memory_estimator: ClassVar[str | None] = "prediction"
