@@ -13,8 +13,9 @@ from PIL import Image
 from ssl_emp.cli import main
 from ssl_emp.config import DataConfig
 from ssl_emp.data import build_datasets
+from ssl_emp.data.image_folder import decode_image
 from ssl_emp.data.prepare import prepare_store
-from ssl_emp.data.sources import decode_image, load_cifar, load_fashion_mnist
+from ssl_emp.data.sources import load_cifar, load_fashion_mnist
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.experiments import inspect_run as inspect_module
 from ssl_emp.experiments.inspect_run import GRIDS, extreme_indices, inspect_run, training_images

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from ssl_emp.config import DataConfig
 from ssl_emp.data.dataset import ImageData
-from ssl_emp.data.sources import build_datasets, decode_image, list_image_folder
+from ssl_emp.data.image_folder import decode_image, list_image_folder
+from ssl_emp.data.sources import build_datasets
 from ssl_emp.data.statistics import ChannelMoments
 from ssl_emp.data.store import MANIFEST, SPLITS, Manifest, read_manifest
 from ssl_emp.errors import UserInputError

@@ -7,6 +7,9 @@ number of steps per epoch the warm-up and cosine decay stay where they belong.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, get_args
+
 import torch
 from lightly.models.utils import get_weight_decay_parameters
 from lightly.utils.lars import LARS
@@ -14,7 +17,19 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from ssl_emp.config import TrainConfig
+from ssl_emp.config.schema import OptimizerName
 from ssl_emp.methods.base import PROGRESS_RESOLUTION
+
+ParameterGroups = list[dict[str, Any]]
+
+# train.optimizer -> (parameter groups, peak lr, train section) -> optimizer
+OPTIMIZERS: dict[str, Callable[[ParameterGroups, float, TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, lr, config: torch.optim.SGD(groups, lr=lr, momentum=config.momentum),
+    "lars": lambda groups, lr, config: LARS(groups, lr=lr, momentum=config.momentum),
+    "adamw": lambda groups, lr, config: torch.optim.AdamW(groups, lr=lr),
+}
+if tuple(OPTIMIZERS) != get_args(OptimizerName):  # one list of names: the config's
+    raise ImportError(f"optimizer registry {tuple(OPTIMIZERS)} != config {get_args(OptimizerName)}")
 
 
 def peak_learning_rate(config: TrainConfig) -> float:
@@ -23,8 +38,9 @@ def peak_learning_rate(config: TrainConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD, LARS (lightly) or AdamW over the trainable parameters; norm layers and biases get
-    no weight decay (frozen parameters, e.g. a momentum encoder, are left out)."""
+    """The ``train.optimizer`` of :data:`OPTIMIZERS` (SGD, LARS from lightly, AdamW) over the
+    trainable parameters; norm layers and biases get no weight decay (frozen parameters, e.g.
+    a momentum encoder, are left out)."""
     decay, no_decay = get_weight_decay_parameters([model])
     decay = [parameter for parameter in decay if parameter.requires_grad]
     no_decay = [parameter for parameter in no_decay if parameter.requires_grad]
@@ -32,12 +48,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    lr = peak_learning_rate(config)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
-    if config.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=lr)
+    return OPTIMIZERS[config.optimizer](groups, peak_learning_rate(config), config)
 
 
 def learning_rate_at(progress: float, config: TrainConfig) -> float:
