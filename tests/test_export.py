@@ -206,3 +206,18 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_export(
     assert str(out) in err and "No space left on device" in err
     assert out.read_bytes() == b"the previous export"  # nothing half-written, nothing lost
     assert [p.name for p in tmp_path.iterdir()] == ["encoder.pt"]  # no temporary file left
+
+
+def test_heads_are_rebuilt_from_their_description_and_old_files_still_load() -> None:
+    from lightly.models.modules import SimCLRProjectionHead
+
+    from ssl_emp.models.portable import build_head
+
+    described = build_head({"class": "SimCLRProjectionHead", "kwargs": {"input_dim": 8,
+                            "hidden_dim": 8, "output_dim": 4}})  # fmt: skip
+    legacy = build_head({"kind": "simclr", "input_dim": 8, "hidden_dim": 8, "output_dim": 4})
+    assert type(described) is type(legacy) is SimCLRProjectionHead
+    linear = build_head({"kind": "linear", "input_dim": 8, "hidden_dim": None, "output_dim": 3})
+    assert isinstance(linear, torch.nn.Linear) and linear.out_features == 3
+    with pytest.raises(UserInputError, match="unknown head 'system'"):
+        build_head({"class": "system", "kwargs": {}})  # only heads and torch.nn modules

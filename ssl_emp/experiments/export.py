@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData, build_datasets
 from ssl_emp.engine.checkpoint import load_latest_checkpoint
@@ -16,24 +14,7 @@ from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
 from ssl_emp.io import WriteError
 from ssl_emp.methods import build_method
-from ssl_emp.methods.base import Method
 from ssl_emp.models.portable import check_export_path, save_backbone
-
-HEAD_KINDS = {"simclr": "simclr", "moco": "moco", "supervised": "linear"}
-
-
-def _head_description(model: Method, method: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The module after the backbone (classifier or projection head) and its description."""
-    head = getattr(model, "classifier" if method == "supervised" else "projection_head")
-    assert isinstance(head, torch.nn.Module)
-    linears = [layer for layer in head.modules() if isinstance(layer, torch.nn.Linear)]
-    description = {
-        "kind": HEAD_KINDS[method],
-        "input_dim": linears[0].in_features,
-        "hidden_dim": linears[0].out_features if len(linears) > 1 else None,
-        "output_dim": linears[-1].out_features,
-    }
-    return head, description
 
 
 def export_run(run_dir: str, out: str, head: bool = False) -> dict[str, Any]:
@@ -91,7 +72,10 @@ def export_run(run_dir: str, out: str, head: bool = False) -> dict[str, Any]:
     }
     head_module = None
     if head:
-        head_module, metadata["head"] = _head_description(model, config.method.name)
+        exported = model.export_head()
+        if exported is None:
+            raise UserInputError(f"method {config.method.name} has no head to export; drop --head")
+        head_module, metadata["head"] = exported
     try:
         save_backbone(out_path, model.backbone, metadata, head=head_module)
     except WriteError as problem:

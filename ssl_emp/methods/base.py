@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 PROGRESS_RESOLUTION = 100_000
 
 FeatureLayer = Literal["backbone", "projection"]
+
+
+def projection_head_export(
+    head: nn.Module, input_dim: int, hidden_dim: int, output_dim: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A lightly projection head and its description for :meth:`Method.export_head`."""
+    kwargs = {"input_dim": input_dim, "hidden_dim": hidden_dim, "output_dim": output_dim}
+    return head, {"class": type(head).__name__, "kwargs": kwargs}
 
 
 @dataclass
@@ -85,6 +93,13 @@ class Method(nn.Module):
         if projections is None:
             raise ValueError(f"{type(self).__name__} has no projection layer")
         return projections
+
+    def export_head(self) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The module after the backbone that ``ssl-emp export --head`` stores (the
+        projection head, the classifier), with the description that rebuilds it:
+        ``{"class": NAME, "kwargs": {...}}``, NAME a module of ``lightly.models.modules`` or
+        ``torch.nn`` (:func:`ssl_emp.models.portable.build_head`). None: no head to export."""
+        return None
 
     def before_step(self, progress: float, epochs: int) -> None:
         """Hook called before each step with the training progress in epochs (default: none)."""

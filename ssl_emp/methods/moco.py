@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightly.models.modules import MoCoProjectionHead
@@ -18,7 +18,13 @@ from torch.func import functional_call
 from ssl_emp.collectives import all_gather_rows
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
-from ssl_emp.methods.base import PROGRESS_RESOLUTION, FeatureLayer, Method, MethodOutput
+from ssl_emp.methods.base import (
+    PROGRESS_RESOLUTION,
+    FeatureLayer,
+    Method,
+    MethodOutput,
+    projection_head_export,
+)
 from ssl_emp.methods.losses import info_nce_per_sample
 from ssl_emp.methods.queue import KeyQueue
 from ssl_emp.models.backbones import Backbone
@@ -119,6 +125,7 @@ class MoCo(Method):
         self.backbone = backbone
         self.augmentation = augmentation
         self.projection_dim = proj_dim
+        self.head_dims = (backbone.feature_dim, proj_hidden_dim, proj_dim)
         self.projection_head = MoCoProjectionHead(
             input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
         )
@@ -225,6 +232,10 @@ class MoCo(Method):
         if self.pending_keys is not None:
             self.queue.enqueue(all_gather_rows(self.pending_keys))
             self.pending_keys = None
+
+    def export_head(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The projection head (``ssl-emp export --head``)."""
+        return projection_head_export(self.projection_head, *self.head_dims)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightly.models.modules import SimCLRProjectionHead
+from torch import nn
 
 from ssl_emp.collectives import gather_rows_with_grad, gathered_sizes, is_distributed
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
-from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput
+from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput, projection_head_export
 from ssl_emp.methods.losses import nt_xent_per_view
 from ssl_emp.models.backbones import Backbone
 
@@ -58,6 +59,7 @@ class SimCLR(Method):
         self.backbone = backbone
         self.augmentation = augmentation
         self.projection_dim = proj_dim
+        self.head_dims = (backbone.feature_dim, proj_hidden_dim, proj_dim)
         self.projection_head = SimCLRProjectionHead(
             input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
         )
@@ -103,6 +105,10 @@ class SimCLR(Method):
             features=features.detach().view(2, batch, -1),
             projections=projections.detach().view(2, batch, -1),
         )
+
+    def export_head(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The projection head (``ssl-emp export --head``)."""
+        return projection_head_export(self.projection_head, *self.head_dims)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:

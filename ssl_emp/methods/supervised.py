@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -63,6 +63,14 @@ class Supervised(Method):
             features=features.detach()[None],
             logits=logits.detach(),
         )
+
+    def export_head(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The linear classifier (``ssl-emp export --head``)."""
+        kwargs = {
+            "in_features": self.classifier.in_features,
+            "out_features": self.classifier.out_features,
+        }
+        return self.classifier, {"class": "Linear", "kwargs": kwargs}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

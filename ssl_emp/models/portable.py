@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
 from torch import nn
 
 from ssl_emp.errors import UserInputError
@@ -66,16 +65,28 @@ def check_export_path(path: Path) -> None:
 
 
 def build_head(description: dict[str, Any]) -> nn.Module:
-    """The head a metadata entry describes (``kind``: simclr, moco or linear)."""
-    kind = description["kind"]
-    dims = (description["input_dim"], description["hidden_dim"], description["output_dim"])
-    if kind == "simclr":
-        return SimCLRProjectionHead(input_dim=dims[0], hidden_dim=dims[1], output_dim=dims[2])
-    if kind == "moco":
-        return MoCoProjectionHead(input_dim=dims[0], hidden_dim=dims[1], output_dim=dims[2])
-    if kind == "linear":
-        return nn.Linear(dims[0], dims[2])
-    raise UserInputError(f"unknown head kind '{kind}' in the export's metadata")
+    """The head a metadata entry describes: ``{"class": NAME, "kwargs": {...}}`` with NAME a
+    module of ``lightly.models.modules`` or ``torch.nn`` (what each method's
+    ``export_head`` writes); files of older versions give ``kind`` (simclr, moco, linear) and
+    the dimensions instead."""
+    import lightly.models.modules as heads  # the heads' library, loaded with a head only
+
+    if "kind" in description:  # written before methods described their own heads
+        dims = (description["input_dim"], description["hidden_dim"], description["output_dim"])
+        legacy = {"simclr": "SimCLRProjectionHead", "moco": "MoCoProjectionHead"}
+        if description["kind"] == "linear":
+            description = {
+                "class": "Linear",
+                "kwargs": {"in_features": dims[0], "out_features": dims[2]},
+            }
+        elif description["kind"] in legacy:
+            kwargs = {"input_dim": dims[0], "hidden_dim": dims[1], "output_dim": dims[2]}
+            description = {"class": legacy[description["kind"]], "kwargs": kwargs}
+    name = description.get("class", "")
+    module = getattr(heads, name, None) or getattr(nn, name, None)
+    if not (isinstance(module, type) and issubclass(module, nn.Module)):
+        raise UserInputError(f"unknown head '{name}' in the export's metadata; export it again")
+    return module(**description.get("kwargs", {}))
 
 
 def save_backbone(
