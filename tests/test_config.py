@@ -141,6 +141,13 @@ def test_each_method_owns_its_config_section(tmp_path) -> None:
     saved = {"method": {"name": "simclr", "temperature": 0.2, "queue_size": 4096}}
     assert type(config_from_dict(saved, saved=True).method) is SimCLRConfig
     assert config_from_dict(moco.to_dict()).to_dict() == moco.to_dict()  # round trip
+    # switching method.name on a file written for another method: the file's keys for its
+    # own method do not carry over (SimCLR's gather_negatives is no MoCo key), overrides do
+    simclr_file = {"method": {"name": "simclr", "temperature": 0.3, "gather_negatives": False}}
+    switched = config_from_dict(simclr_file, ["method.name=moco"])
+    assert type(switched.method) is MoCoConfig and switched.method.temperature == 0.3
+    with pytest.raises(UserInputError, match="belongs to method simclr"):
+        config_from_dict(simclr_file, ["method.name=moco", "method.gather_negatives=true"])
 
 
 def test_the_reference_names_each_method_key_with_its_method() -> None:

@@ -10,15 +10,13 @@ from pathlib import Path
 from ssl_emp.config import load_config
 from ssl_emp.errors import UserInputError
 
-ARTIFACT_COMMANDS = ("prepare", "export", "inspect")
 
-
-def add_artifact_commands(
+def add_commands(
     commands: argparse._SubParsersAction,
     formatter: type[argparse.HelpFormatter],
     config_help: str,
 ) -> None:
-    """Add the ``prepare``, ``export`` and ``inspect`` parsers to ``commands``."""
+    """Add the ``prepare``, ``export`` and ``inspect`` parsers, each with its handler."""
     prepare = commands.add_parser(
         "prepare",
         help="write a store (raw or jpeg) that training streams from, for large datasets",
@@ -96,64 +94,70 @@ def add_artifact_commands(
         default=None,
         help="seed of the random order of samples that tie (default: the run's seed)",
     )
+    prepare.set_defaults(handler=run_prepare)
+    export.set_defaults(handler=run_export)
+    inspect.set_defaults(handler=run_inspect)
 
 
-def run_artifact_command(args: argparse.Namespace) -> None:
-    """Run ``prepare``, ``export`` or ``inspect``."""
-    if args.command == "prepare":
-        import time
+def run_prepare(args: argparse.Namespace) -> None:
+    """``ssl-emp prepare``: write a store of the config's data."""
+    import time
 
-        from ssl_emp.data.prepare import prepare_store
+    from ssl_emp.data.prepare import prepare_store
 
-        config = load_config(args.config, args.overrides)
-        if args.image_size is not None and args.image_size < 8:
-            raise UserInputError(f"--image-size must be at least 8, got {args.image_size}")
-        started = time.perf_counter()
-        manifest = prepare_store(
-            config.data,
-            seed=config.seed,
-            out=args.out,
-            fmt=args.store_format,
-            image_size=args.image_size,
-            quality=args.quality,
-            threads=max(1, args.threads),
-            overwrite=args.overwrite,
-        )
-        size = sum(path.stat().st_size for path in Path(args.out).iterdir())
-        print(
-            f"wrote a {manifest.format} store of {config.data.source} to {args.out}: "
-            f"{manifest.counts['train']} train + {manifest.counts['test']} test images, "
-            f"{manifest.channels}x{manifest.image_size}x{manifest.image_size}, "
-            f"{size / 2**20:.1f} MiB, {time.perf_counter() - started:.1f} s; train from it with "
-            f"data.source=store data.root={args.out}"
-        )
-    elif args.command == "export":
-        from ssl_emp.experiments.export import export_run
+    config = load_config(args.config, args.overrides)
+    if args.image_size is not None and args.image_size < 8:
+        raise UserInputError(f"--image-size must be at least 8, got {args.image_size}")
+    started = time.perf_counter()
+    manifest = prepare_store(
+        config.data,
+        seed=config.seed,
+        out=args.out,
+        fmt=args.store_format,
+        image_size=args.image_size,
+        quality=args.quality,
+        threads=max(1, args.threads),
+        overwrite=args.overwrite,
+    )
+    size = sum(path.stat().st_size for path in Path(args.out).iterdir())
+    print(
+        f"wrote a {manifest.format} store of {config.data.source} to {args.out}: "
+        f"{manifest.counts['train']} train + {manifest.counts['test']} test images, "
+        f"{manifest.channels}x{manifest.image_size}x{manifest.image_size}, "
+        f"{size / 2**20:.1f} MiB, {time.perf_counter() - started:.1f} s; train from it with "
+        f"data.source=store data.root={args.out}"
+    )
 
-        written = export_run(args.run_dir, args.out, head=args.head)
-        head = " and its head" if written["head"] else ""
-        print(
-            f"exported the {written['backbone']} backbone{head} of {args.run_dir} (epoch "
-            f"{written['epoch']}/{written['epochs']}, {written['feature_dim']}-d features) "
-            f"-> {args.out}; load it with ssl_emp.load_backbone('{args.out}')"
-        )
-    elif args.command == "inspect":
-        from ssl_emp.experiments.inspect_run import inspect_run, precision_table
 
-        if args.samples < 1 or (args.k is not None and args.k < 1):
-            raise UserInputError("--samples and --k must be at least 1")
-        found = inspect_run(
-            args.run_dir,
-            out=args.out,
-            write_csv=args.csv,
-            k=args.k,
-            samples=args.samples,
-            seed=args.seed,
-        )
-        folder = found.files[0].parent
-        print(
-            f"wrote {len(found.files)} files to {folder}: {', '.join(p.name for p in found.files)}"
-        )
-        if found.precision:
-            print("how well each signal finds the known-bad samples:")
-            print("\n".join(precision_table(found.precision)))
+def run_export(args: argparse.Namespace) -> None:
+    """``ssl-emp export``: a run's backbone as a portable file."""
+    from ssl_emp.experiments.export import export_run
+
+    written = export_run(args.run_dir, args.out, head=args.head)
+    head = " and its head" if written["head"] else ""
+    print(
+        f"exported the {written['backbone']} backbone{head} of {args.run_dir} (epoch "
+        f"{written['epoch']}/{written['epochs']}, {written['feature_dim']}-d features) "
+        f"-> {args.out}; load it with ssl_emp.load_backbone('{args.out}')"
+    )
+
+
+def run_inspect(args: argparse.Namespace) -> None:
+    """``ssl-emp inspect``: image grids (and samples.csv) of what the pruner kept."""
+    from ssl_emp.experiments.inspect_run import inspect_run, precision_table
+
+    if args.samples < 1 or (args.k is not None and args.k < 1):
+        raise UserInputError("--samples and --k must be at least 1")
+    found = inspect_run(
+        args.run_dir,
+        out=args.out,
+        write_csv=args.csv,
+        k=args.k,
+        samples=args.samples,
+        seed=args.seed,
+    )
+    folder = found.files[0].parent
+    print(f"wrote {len(found.files)} files to {folder}: {', '.join(p.name for p in found.files)}")
+    if found.precision:
+        print("how well each signal finds the known-bad samples:")
+        print("\n".join(precision_table(found.precision)))

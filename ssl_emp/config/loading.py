@@ -123,10 +123,19 @@ def method_config_class(name: str) -> type[MethodConfig]:
     return METHODS[name].config_class
 
 
-def _method_section(current: MethodConfig, values: Any, key: str, saved: bool) -> MethodConfig:
+def _method_section(
+    current: MethodConfig,
+    values: Any,
+    key: str,
+    saved: bool,
+    switched_from: str | None = None,
+    overridden: frozenset[str] = frozenset(),
+) -> MethodConfig:
     """The ``method`` section: the class of the method that ``values`` (or ``current``) names,
-    with ``values`` applied. Keys of another method are refused, or, in a config a run saved
-    (``saved``: written by versions that listed every method's keys), dropped."""
+    with ``values`` applied. Keys of another method are refused, or dropped: in a config a run
+    saved (``saved``: written by versions that listed every method's keys), and when an
+    override switched ``method.name`` away from the file's ``switched_from`` (the file's keys
+    for its own method do not apply to the new one; ``overridden`` keys always count)."""
     if not isinstance(values, dict):
         raise UserInputError(
             f"config key '{key}' is a section; give it as a mapping of keys, e.g. {key}.name=..."
@@ -144,6 +153,8 @@ def _method_section(current: MethodConfig, values: Any, key: str, saved: bool) -
         owners = _methods_with_key(field_name)
         if owners and saved:
             continue
+        if switched_from in owners and f"{key}.{field_name}" not in overridden:
+            continue  # the file's key for the method it was written for
         if owners:
             raise UserInputError(
                 f"config key '{key}.{field_name}' belongs to method {', '.join(owners)}, not "
@@ -166,8 +177,16 @@ def _methods_with_key(name: str) -> list[str]:
     ]
 
 
-def _apply(target: Any, values: dict[str, Any], prefix: str, saved: bool = False) -> None:
-    """Set ``values`` on the dataclass ``target``, checking every key, type and rule."""
+def _apply(
+    target: Any,
+    values: dict[str, Any],
+    prefix: str,
+    saved: bool = False,
+    switched_from: str | None = None,
+    overridden: frozenset[str] = frozenset(),
+) -> None:
+    """Set ``values`` on the dataclass ``target``, checking every key, type and rule (see
+    :func:`_method_section` for the method section's own arguments)."""
     hints = typing.get_type_hints(type(target))
     known = {f.name: f for f in dataclasses.fields(target)}
     for name, value in values.items():
@@ -176,7 +195,10 @@ def _apply(target: Any, values: dict[str, Any], prefix: str, saved: bool = False
             raise _unknown_key(key, list(known))
         tp = hints[name]
         if isinstance(tp, type) and issubclass(tp, MethodConfig):
-            setattr(target, name, _method_section(getattr(target, name), value, key, saved))
+            section = _method_section(
+                getattr(target, name), value, key, saved, switched_from, overridden
+            )
+            setattr(target, name, section)
             continue
         if _is_section(tp):
             if not isinstance(value, dict):
@@ -260,11 +282,27 @@ def config_from_dict(
             older versions wrote, are dropped instead of refused.
     """
     merged: dict[str, Any] = copy.deepcopy(values)
+    overridden = set()
     for text in overrides:
         path, value = _parse_override(text)
         _merge(merged, path, value)
+        overridden.add(".".join(path))
+    file_method = (
+        values.get("method", {}).get("name") if isinstance(values.get("method"), dict) else None
+    )
+    method = merged.get("method")
+    switched = (
+        isinstance(method, dict) and file_method is not None and method.get("name") != file_method
+    )
     config = Config()
-    _apply(config, merged, prefix="", saved=saved)
+    _apply(
+        config,
+        merged,
+        prefix="",
+        saved=saved,
+        switched_from=file_method if switched else None,
+        overridden=frozenset(overridden),
+    )
     return config
 
 
