@@ -7,6 +7,7 @@ import argparse
 
 from ssl_emp.cli.common import CONFIG_HELP, split_list
 from ssl_emp.config import describe_options
+from ssl_emp.pruning import POLICIES
 
 
 def add_commands(
@@ -28,7 +29,7 @@ def add_commands(
     sweep.add_argument("--dir", required=True, help="sweep directory (created)")
     sweep.add_argument(
         "--policies",
-        default="full,random,infobatch,ucb,eps_greedy,emp",
+        default=",".join(name for name, policy in POLICIES.items() if policy.in_default_sweep),
         help="comma-separated policies (default: %(default)s)",
     )
     sweep.add_argument(

@@ -187,7 +187,7 @@ class FlatMemoryWarning(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         spread = record.pruning.get("memory_std")
-        if trainer.pruner.score_kind != "emp" or spread is None or spread >= MIN_MEMORY_SPREAD:
+        if not trainer.pruner.score.memory_term or spread is None or spread >= MIN_MEMORY_SPREAD:
             return
         if not self.warned:
             self.warned = True

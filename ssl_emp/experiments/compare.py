@@ -46,6 +46,8 @@ from ssl_emp.experiments.sweep import find_run_dirs
 from ssl_emp.experiments.variants import variant_labels
 from ssl_emp.io import read_jsonl, write_bytes
 from ssl_emp.pruning import POLICIES
+from ssl_emp.pruning.pruner import score_kind
+from ssl_emp.pruning.scores import SCORES
 
 POLICY_ORDER = tuple(POLICIES)
 COLUMNS = [
@@ -93,7 +95,7 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     rows = []
     for path, config in configs.items():
         pruning = config.pruning
-        score = pruning.score or POLICIES[pruning.policy].default_score
+        score = score_kind(pruning)
         # supervised runs ignore memory.estimator: their memory term is the prediction entropy
         estimator = "prediction" if config.method.name == "supervised" else config.memory.estimator
         run = RunDirectory(path)
@@ -113,8 +115,8 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "variant": labels[str(path)],
                 "rate": 0.0 if POLICIES[pruning.policy].always_full else pruning.rate,
                 "seed": config.seed,
-                "beta": pruning.beta if score == "emp" else None,
-                "estimator": estimator if score == "emp" else None,
+                "beta": pruning.beta if SCORES[score].memory_term else None,
+                "estimator": estimator if SCORES[score].memory_term else None,
                 "epochs": last.get("epoch"),
                 "effective_rate": last.get("effective_rate"),
                 "visits": last.get("visits"),

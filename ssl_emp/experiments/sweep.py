@@ -112,7 +112,7 @@ def plan_runs(
                 if SCORES[POLICIES[policy].default_score].needs_bank:
                     base = (*base, "memory.estimator=bank")
                 name = f"{policy}_r{_number(rate)}_s{seed}"
-                emp = POLICIES[policy].default_score == "emp"
+                emp = SCORES[POLICIES[policy].default_score].memory_term
                 beta_axis: list[float | None] = [*betas] if emp and betas else [None]
                 estimator_axis: list[str | None] = [*estimators] if emp and estimators else [None]
                 for way in _directions(policy, directions):

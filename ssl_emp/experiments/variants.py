@@ -72,7 +72,7 @@ def relevant_settings(config: Config) -> dict[str, Any]:
                 value = kind  # None and the policy's default are the same setting
             if name == "direction":
                 value = direction(config.pruning)
-        if section == "memory" and not (policy.reads_score and score.uses_memory):
+        if section == "memory" and not (policy.reads_score and score.reads_memory_settings):
             continue
         settings[key] = value
     return settings
@@ -101,7 +101,7 @@ def variant_labels(configs: Mapping[str, Config]) -> dict[str, str]:
     for run, config in configs.items():
         kind = score_kind(config.pruning)
         details: list[str] = []
-        if kind == "emp":
+        if SCORES[kind].memory_term:
             # supervised runs ignore memory.estimator: their term is the prediction entropy
             supervised = config.method.name == "supervised"
             details.append("prediction" if supervised else config.memory.estimator)
@@ -116,7 +116,7 @@ def variant_labels(configs: Mapping[str, Config]) -> dict[str, str]:
                     details.append(_render(key, value))
                 continue
             # the estimator is in an EMP label already, and a bank score needs the bank
-            implied = kind == "emp" or SCORES[kind].needs_bank
+            implied = SCORES[kind].memory_term or SCORES[kind].needs_bank
             if repr(value) == reference[key] or (implied and key == "memory.estimator"):
                 continue
             details.append(_render(key, value))

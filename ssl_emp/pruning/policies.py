@@ -144,6 +144,7 @@ class Policy:
             warm-up trains on every sample (SCAN's scoring epochs).
         needs_view_losses: reads each view order's loss (SCAN).
         reads_score: its choice depends on ``pruning.score`` (and so on the score's keys).
+        in_default_sweep: ``ssl-emp sweep`` trains it unless ``--policies`` says otherwise.
         options: the ``pruning`` keys its rule reads besides rate, warm-up and anneal.
     """
 
@@ -161,6 +162,7 @@ class Policy:
     full_at: Callable[[int, int], bool] | None = None
     needs_view_losses: bool = False
     reads_score: bool = True
+    in_default_sweep: bool = True
     options: tuple[str, ...] = ()
 
 
@@ -176,7 +178,7 @@ POLICIES: dict[str, Policy] = {
             reads_score=False,
         ),
         Policy("random", _random, reads_score=False),
-        Policy("topk", _top, ranks_scores=True),
+        Policy("topk", _top, ranks_scores=True, in_default_sweep=False),  # eps_greedy, eps 0
         Policy(
             "infobatch",
             _infobatch,

@@ -58,26 +58,31 @@ class Score:
     Attributes:
         name: the ``pruning.score`` value.
         compute: the score of every sample from the table.
-        uses_memory: the memory term enters it (so ``memory.*`` settings change the ranking).
+        memory_term: the memory term enters it (EMP).
         needs_bank: it reads the feature bank (``memory.estimator=bank``).
         options: the ``pruning`` keys it reads besides the policy's own.
     """
 
     name: str
     compute: Callable[[ScoreInputs], np.ndarray]
-    uses_memory: bool = False
+    memory_term: bool = False
     needs_bank: bool = False
     options: tuple[str, ...] = ()
+
+    @property
+    def reads_memory_settings(self) -> bool:
+        """Whether ``memory.*`` settings change the ranking (the memory term or the bank)."""
+        return self.memory_term or self.needs_bank
 
 
 SCORES: dict[str, Score] = {
     score.name: score
     for score in (
         Score("loss", _loss),
-        Score("emp", _emp, uses_memory=True, options=("beta", "combine")),
+        Score("emp", _emp, memory_term=True, options=("beta", "combine")),
         # the distance of the sample's bank representative to its nearest k-means centroid
         # (Sorscher et al., NeurIPS 2022): small = prototypical, large = atypical
-        Score("prototypicality", _prototypicality, uses_memory=True, needs_bank=True),
+        Score("prototypicality", _prototypicality, needs_bank=True),
     )
 }
 if tuple(SCORES) != get_args(ScoreKind):  # one list of names: the config's ScoreKind
