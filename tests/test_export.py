@@ -14,7 +14,7 @@ from ssl_emp.config import Config
 from ssl_emp.engine.checkpoint import load_latest_checkpoint
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
-from ssl_emp.eval.loading import load_trained_backbone
+from ssl_emp.experiments.evaluate import load_trained_backbone
 from ssl_emp.experiments.export import export_run
 from ssl_emp.experiments.train import build_trainer
 from ssl_emp.io import atomic_write

@@ -21,7 +21,8 @@ from ssl_emp.data.prepare import SplitWriter, prepare_store
 from ssl_emp.data.store import StoredImages, read_manifest
 from ssl_emp.data.streaming import StoreReader
 from ssl_emp.errors import UserInputError
-from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
+from ssl_emp.eval import LinearProbe, WeightedKnn
+from ssl_emp.experiments.evaluate import evaluate_run
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import TINY_OVERRIDES, metrics_records
 

@@ -90,7 +90,8 @@ def run_train_supervised(args: argparse.Namespace) -> None:
 
 def run_evaluation(args: argparse.Namespace) -> None:
     """The linear probe or the kNN of a run's newest checkpoint."""
-    from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
+    from ssl_emp.eval import LinearProbe, WeightedKnn
+    from ssl_emp.experiments.evaluate import evaluate_run
 
     evaluator = LinearProbe() if args.command == "linear-probe" else WeightedKnn()
     result = evaluate_run(evaluator, args.run_dir, args.overrides)

@@ -4,7 +4,7 @@ The :class:`~ssl_emp.engine.trainer.Trainer` calls every callback, in the order 
 five points: the start of ``fit``, the end of each step, the end of each epoch (with the
 epoch's :class:`~ssl_emp.engine.state.EpochRecord`, which monitors may extend before the
 metrics writer sees it), a stop signal inside an epoch, and the end of ``fit``. Monitors
-that evaluate the model live in :mod:`ssl_emp.eval.monitors`.
+that evaluate the model live in :mod:`ssl_emp.engine.monitors`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Evaluation of frozen backbones (linear probe, weighted kNN) behind one interface, and the
-monitors that evaluate during training."""
+"""Evaluation of frozen backbones (linear probe, weighted kNN) behind one interface. The
+monitors that evaluate during training are engine callbacks (:mod:`ssl_emp.engine.monitors`);
+evaluating a run directory is :mod:`ssl_emp.experiments.evaluate`."""
 
 from ssl_emp.eval.evaluators import (
     EvaluationResult,
     Evaluator,
     LinearProbe,
     WeightedKnn,
-    evaluate_run,
 )
 
-__all__ = ["EvaluationResult", "Evaluator", "LinearProbe", "WeightedKnn", "evaluate_run"]
+__all__ = ["EvaluationResult", "Evaluator", "LinearProbe", "WeightedKnn"]

@@ -1,5 +1,6 @@
 """One interface for evaluating a frozen backbone, implemented by the linear probe and the
-weighted kNN, and one function that evaluates a run directory with either."""
+weighted kNN (evaluating a run directory with either is
+:func:`ssl_emp.experiments.evaluate.evaluate_run`, a layer up)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from torch import nn
 from ssl_emp.config import Config
 from ssl_emp.data import ImageData
 from ssl_emp.eval.knn import knn_accuracy
-from ssl_emp.eval.loading import load_run_for_evaluation
 from ssl_emp.eval.probe import linear_probe
-from ssl_emp.io import WriteError, check_writable, write_json
 
 
 class EvaluationResult(Protocol):
@@ -66,25 +65,3 @@ class WeightedKnn(Evaluator):
     ) -> EvaluationResult:
         size = evaluation_image_size(config, train)
         return knn_accuracy(backbone, train, test, size, k=config.eval.knn_k, t=config.eval.knn_t)
-
-
-def evaluate_run(
-    evaluator: Evaluator, run_dir: str, overrides: list[str] | None = None
-) -> EvaluationResult:
-    """Evaluate the newest checkpoint of a run; writes ``RUN_DIR/<evaluator.name>.json``.
-
-    Args:
-        evaluator: the evaluation to run.
-        run_dir: the pretraining run directory.
-        overrides: ``eval.*`` (or ``train.device``/``train.threads``) overrides.
-    """
-    run, config, train, test, backbone = load_run_for_evaluation(run_dir, overrides)
-    destination = run.result_path(evaluator.name)
-    check_writable(destination)  # before the evaluation, not after it
-    result = evaluator.evaluate(backbone, train, test, config)
-    try:
-        write_json(destination, result.to_dict())
-    except WriteError as problem:  # the evaluation is not lost: its result is in the message
-        hint = f"; the result was top1 {100 * result.top1:.2f} %"
-        raise WriteError(destination, problem.error, hint=hint) from None
-    return result

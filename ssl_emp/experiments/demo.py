@@ -16,7 +16,7 @@ from ssl_emp.data import ImageData, build_datasets
 from ssl_emp.engine.device import resolve_device
 from ssl_emp.engine.seeding import seed_everything
 from ssl_emp.eval import LinearProbe
-from ssl_emp.eval.loading import load_trained_backbone
+from ssl_emp.experiments.evaluate import load_trained_backbone
 from ssl_emp.experiments.train import build_trainer
 from ssl_emp.io import write_json
 from ssl_emp.methods import build_method

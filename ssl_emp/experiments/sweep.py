@@ -23,7 +23,8 @@ from ssl_emp.engine.builder import check_method_options
 from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
-from ssl_emp.eval import LinearProbe, WeightedKnn, evaluate_run
+from ssl_emp.eval import LinearProbe, WeightedKnn
+from ssl_emp.experiments.evaluate import evaluate_run
 from ssl_emp.experiments.train import train
 from ssl_emp.experiments.variants import flatten
 from ssl_emp.io import write_json

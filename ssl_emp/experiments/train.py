@@ -13,10 +13,10 @@ from ssl_emp.engine.callbacks import (
     standard_callbacks,
 )
 from ssl_emp.engine.loggers import loggers_for
+from ssl_emp.engine.monitors import monitors_for
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.engine.trainer import Trainer
 from ssl_emp.errors import UserInputError
-from ssl_emp.eval.monitors import monitors_for
 from ssl_emp.methods import method_class
 
 

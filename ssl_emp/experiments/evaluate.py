@@ -1,4 +1,6 @@
-"""Loading a finished (or running) run for evaluation: its config, data and backbone."""
+"""Evaluating a run directory: its config (with ``eval.*`` overrides), data and the backbone
+of its newest checkpoint, then a probe or kNN (:mod:`ssl_emp.eval`) whose result goes into
+``RUN_DIR/<evaluator>.json``."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from ssl_emp.engine.checkpoint import load_latest_checkpoint
 from ssl_emp.engine.device import resolve_device
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
+from ssl_emp.eval.evaluators import EvaluationResult, Evaluator
+from ssl_emp.io import WriteError, check_writable, write_json
 from ssl_emp.methods import build_method
 
 EVALUATION_OVERRIDES = ("eval.", "train.device=", "train.threads=")
@@ -58,3 +62,25 @@ def load_run_for_evaluation(
     )
     backbone = load_trained_backbone(run, config, train, device)
     return run, config, train, test, backbone
+
+
+def evaluate_run(
+    evaluator: Evaluator, run_dir: str, overrides: list[str] | None = None
+) -> EvaluationResult:
+    """Evaluate the newest checkpoint of a run; writes ``RUN_DIR/<evaluator.name>.json``.
+
+    Args:
+        evaluator: the evaluation to run.
+        run_dir: the pretraining run directory.
+        overrides: ``eval.*`` (or ``train.device``/``train.threads``) overrides.
+    """
+    run, config, train, test, backbone = load_run_for_evaluation(run_dir, overrides)
+    destination = run.result_path(evaluator.name)
+    check_writable(destination)  # before the evaluation, not after it
+    result = evaluator.evaluate(backbone, train, test, config)
+    try:
+        write_json(destination, result.to_dict())
+    except WriteError as problem:  # the evaluation is not lost: its result is in the message
+        hint = f"; the result was top1 {100 * result.top1:.2f} %"
+        raise WriteError(destination, problem.error, hint=hint) from None
+    return result
