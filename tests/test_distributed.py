@@ -66,8 +66,11 @@ def _worker(
     local = _LocalCounts(len(trainer.data))
     trainer.callbacks.append(local)
     trainer.fit()
+    buffers = {
+        name: value for name, value in trainer.model.state_dict().items() if "support" in name
+    }
     torch.save(
-        {"table": trainer.pruner.table.state_dict(), "local": local.counts},
+        {"table": trainer.pruner.table.state_dict(), "local": local.counts, "support": buffers},
         Path(out) / f"rank{rank}.pt",
     )
     cleanup()
@@ -165,6 +168,36 @@ def test_two_process_effective_rate_equals_one_process(tmp_path: Path, layout: s
         list_checkpoints(tmp_path / "ddp" / "checkpoints")[-1], weights_only=False
     )
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["method.name=byol", "augment.preset=byol"],
+        ["method.name=simsiam"],
+        ["method.name=nnclr", "method.support_size=20"],
+    ],
+    ids=["byol", "simsiam", "nnclr"],
+)
+def test_the_new_methods_train_alike_on_two_ranks(tmp_path: Path, method: list[str]) -> None:
+    """Two ranks keep identical score tables (and NNCLR identical support sets, filled with
+    the global batch) and spend the budget of one process."""
+    overrides = [*DDP_OVERRIDES, *method, "train.epochs=2"]
+    ranks = _spawn(tmp_path, overrides)
+    for name in ranks[0]["table"]:
+        first, second = ranks[0]["table"][name], ranks[1]["table"][name]
+        assert torch.equal(first.nan_to_num(-7), second.nan_to_num(-7)), name
+    for name, value in ranks[0]["support"].items():
+        assert torch.equal(value, ranks[1]["support"][name]), name
+    if "method.name=nnclr" in method:
+        assert int(ranks[0]["support"]["support.filled"]) == 20  # 8 per global step, capped
+    single = build_trainer(
+        load_config(None, [*TINY_OVERRIDES, *overrides, f"run.dir={tmp_path / 'single'}"])
+    )
+    single.fit()
+    two, one = metrics_records(tmp_path / "ddp"), metrics_records(tmp_path / "single")
+    assert [r["visits"] for r in two] == [r["visits"] for r in one]
+    assert [r["effective_rate"] for r in two] == [r["effective_rate"] for r in one]
 
 
 def test_a_failing_rank_ends_the_job_in_bounded_time(tmp_path: Path) -> None:

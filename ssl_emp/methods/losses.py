@@ -8,6 +8,7 @@ in float32 even inside an autocast region (:func:`~ssl_emp.numerics.full_precisi
 from __future__ import annotations
 
 import math  # noqa: F401 - used by the doctests
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -152,3 +153,36 @@ def cross_entropy_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torc
         tensor([1.3863, 1.3863])
     """
     return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+@full_precision
+def negative_cosine_per_sample(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BYOL's and SimSiam's loss, one value per sample: ``-cos(p_i, z_i)``; the batch mean
+    equals ``lightly.loss.NegativeCosineSimilarity()(p, z)``. The targets carry no gradient
+    where the method stops it (the caller detaches them).
+
+    Shape:
+        predictions, targets: (B, D); returns (B,).
+
+    Example:
+        A prediction along its target costs -1, an orthogonal one 0:
+
+        >>> negative_cosine_per_sample(torch.eye(2), torch.tensor([[2.0, 0.0], [1.0, 0.0]]))
+        tensor([-1., -0.])
+    """
+    return -F.cosine_similarity(predictions.float(), targets.float(), dim=1)
+
+
+def symmetric_per_sample(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    first: tuple[torch.Tensor, torch.Tensor],
+    second: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """The two view orders of a two-term loss, per sample: row 0 is ``loss(*first)``, row 1
+    ``loss(*second)``; their mean over the rows is the sample's loss (the lightly examples'
+    ``0.5 * (criterion(p0, z1) + criterion(p1, z0))``), each row is a view order's loss.
+
+    Shape:
+        each tensor: (B, D); returns (2, B).
+    """
+    return torch.stack([loss(*first), loss(*second)])

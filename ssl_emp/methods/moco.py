@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -10,8 +9,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightly.models.modules import MoCoProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 from torch.func import functional_call
 
@@ -19,13 +16,12 @@ from ssl_emp.collectives import all_gather_rows
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
 from ssl_emp.methods.base import (
-    PROGRESS_RESOLUTION,
     FeatureLayer,
-    Method,
     MethodOutput,
     projection_head_export,
 )
 from ssl_emp.methods.losses import info_nce_per_sample
+from ssl_emp.methods.momentum import MomentumMethod, frozen_copy
 from ssl_emp.methods.queue import KeyQueue
 from ssl_emp.models.backbones import Backbone
 
@@ -85,7 +81,7 @@ class MoCoConfig(MethodConfig):
     )
 
 
-class MoCo(Method):
+class MoCo(MomentumMethod):
     """MoCo v2 (Chen et al., 2020) with per-sample losses.
 
     Args:
@@ -129,14 +125,11 @@ class MoCo(Method):
         self.projection_head = MoCoProjectionHead(
             input_dim=backbone.feature_dim, hidden_dim=proj_hidden_dim, output_dim=proj_dim
         )
-        self.key_backbone = copy.deepcopy(backbone)
-        self.key_head = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.key_backbone)
-        deactivate_requires_grad(self.key_head)
+        self.key_backbone = frozen_copy(backbone)
+        self.key_head = frozen_copy(self.projection_head)
         self.queue = KeyQueue(queue_size, proj_dim)
         self.temperature = temperature
-        self.base_momentum = momentum
-        self.current_momentum = momentum
+        self.init_momentum(momentum)
         self.symmetric = symmetric
         self.bn_splits = bn_splits
         self.fixed_bn_calls = fixed_bn_calls
@@ -162,19 +155,9 @@ class MoCo(Method):
             fixed_bn_calls=config.train.sync_bn,
         )
 
-    def before_step(self, progress: float, epochs: int) -> None:
-        """Momentum for this step: cosine from the base value to 1 over training."""
-        step = round(progress * PROGRESS_RESOLUTION)
-        total = max(1, epochs * PROGRESS_RESOLUTION)
-        self.current_momentum = cosine_schedule(
-            min(step, total), total + 1, start_value=self.base_momentum, end_value=1.0
-        )
-
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        """``theta_k <- m theta_k + (1 - m) theta_q`` for backbone and head parameters."""
-        update_momentum(self.backbone, self.key_backbone, m=self.current_momentum)
-        update_momentum(self.projection_head, self.key_head, m=self.current_momentum)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The key encoder follows the online backbone and head."""
+        return [(self.backbone, self.key_backbone), (self.projection_head, self.key_head)]
 
     def _encode(
         self, module: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor
@@ -228,7 +211,7 @@ class MoCo(Method):
         """After an accepted optimizer step: the momentum update of the key encoder (towards
         the new online weights, with this step's momentum) and the step's keys into the queue
         (every rank queues the global batch)."""
-        self.momentum_update()
+        super().commit_step()
         if self.pending_keys is not None:
             self.queue.enqueue(all_gather_rows(self.pending_keys))
             self.pending_keys = None

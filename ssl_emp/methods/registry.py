@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 from ssl_emp.data.augment import build_view_augmentation
 from ssl_emp.data.dataset import ImageData
 from ssl_emp.methods.base import Method
+from ssl_emp.methods.byol import BYOL
 from ssl_emp.methods.moco import MoCo
+from ssl_emp.methods.nnclr import NNCLR
 from ssl_emp.methods.simclr import SimCLR
+from ssl_emp.methods.simsiam import SimSiam
 from ssl_emp.methods.supervised import Supervised
 from ssl_emp.models.backbones import build_backbone
 
@@ -22,6 +25,9 @@ METHODS: dict[str, type[Method]] = {
     for method in (
         SimCLR,
         MoCo,
+        BYOL,
+        SimSiam,
+        NNCLR,
         Supervised,
     )
 }
