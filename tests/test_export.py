@@ -221,3 +221,22 @@ def test_heads_are_rebuilt_from_their_description_and_old_files_still_load() -> 
     assert isinstance(linear, torch.nn.Linear) and linear.out_features == 3
     with pytest.raises(UserInputError, match="unknown head 'system'"):
         build_head({"class": "system", "kwargs": {}})  # only heads and torch.nn modules
+
+
+def test_another_torchvision_family_loads_an_export_strictly(tmp_path: Path) -> None:
+    """A model picked by name (not a ResNet) exports into torchvision's own class with the
+    same two replacements the backbone made: the small-image stem and the classifier."""
+    trainer = _trained(
+        tiny_config_with(tmp_path, "model.backbone=mobilenet_v3_small", "train.epochs=1")
+    )
+    out = tmp_path / "encoder.pt"
+    export_run(str(trainer.run.path), str(out))
+    model = torchvision.models.mobilenet_v3_small()
+    model.features[0][0] = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1, bias=False)
+    model.classifier[3] = nn.Identity()
+    model.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    model.eval()
+    with torch.no_grad():
+        expected = _run_backbone(trainer)(_inputs())
+        assert torch.allclose(model(_inputs()), expected, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(ssl_emp.load_backbone(out)(_inputs()), expected)

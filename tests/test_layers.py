@@ -30,8 +30,13 @@ LAYERS = [
 
 # Imports of a higher layer made on purpose, inside a function: the config loader asks the
 # method registry which section class ``method.name`` selects (each method owns its keys), so
-# ``import ssl_emp.config`` stays light and the methods are loaded only with a config.
-LOOKUPS_UP = {("ssl_emp.config.loading", "ssl_emp.methods.registry")}
+# ``import ssl_emp.config`` stays light and the methods are loaded only with a config; it
+# asks torchvision's model registry (through the backbones) whether ``model.backbone`` names a
+# model, so a typo fails at load time.
+LOOKUPS_UP = {
+    ("ssl_emp.config.loading", "ssl_emp.methods.registry"),
+    ("ssl_emp.config.loading", "ssl_emp.models.backbones"),
+}
 
 
 def layer_of(module: str) -> int:

@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+import torchvision
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
+from ssl_emp.config import load_config
+from ssl_emp.errors import UserInputError
 from ssl_emp.methods import build_method
 from ssl_emp.models import build_backbone
 
@@ -59,3 +62,69 @@ def test_channels_last_is_skipped_where_torch_backward_corrupts_the_heap(
     conv = backbone.body[4].conv1  # (2w, w, 3, 3): the two formats differ
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
     backbone(torch.randn(8, 1, 16, 16)).sum().backward()
+
+
+def _torchvision_classifier_inputs(name: str) -> int:
+    """The oracle for a backbone's feature size: the input width of the last linear layer of
+    torchvision's own, unmodified model."""
+    model = torchvision.models.get_model(name, weights=None)
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].in_features
+
+
+@pytest.mark.parametrize(
+    ("name", "stem", "pool"),
+    [
+        ("resnet34", "conv1", "maxpool"),
+        ("convnext_tiny", "features.0.0", None),
+        ("mobilenet_v3_small", "features.0.0", None),
+        ("densenet121", "features.conv0", "features.pool0"),
+    ],
+)
+def test_any_torchvision_model_becomes_a_small_image_grayscale_backbone(
+    name: str, stem: str, pool: str | None
+) -> None:
+    backbone = build_backbone(name, in_channels=1, cifar_stem=True, image_size=28)
+    conv = backbone.body.get_submodule(stem)
+    assert (conv.in_channels, conv.kernel_size, conv.stride) == (1, (3, 3), (1, 1))
+    if pool is not None:
+        assert isinstance(backbone.body.get_submodule(pool), nn.Identity)
+    assert backbone.feature_dim == _torchvision_classifier_inputs(name)
+    backbone.eval()
+    assert backbone(torch.zeros(2, 1, 28, 28)).shape == (2, backbone.feature_dim)
+
+
+def test_without_the_small_image_stem_only_the_input_channels_change() -> None:
+    reference = torchvision.models.get_model("convnext_tiny", weights=None).features[0][0]
+    backbone = build_backbone("convnext_tiny", in_channels=1, cifar_stem=False, image_size=64)
+    conv = backbone.body.features[0][0]
+    assert conv.in_channels == 1
+    assert (conv.kernel_size, conv.stride) == (reference.kernel_size, reference.stride)
+
+
+def test_a_misspelt_backbone_is_refused_when_the_config_loads() -> None:
+    with pytest.raises(UserInputError, match="did you mean resnet_small"):
+        load_config(None, ["model.backbone=resnet_smal"])
+    assert load_config(None, ["model.backbone=wide_resnet50_2"]).model.backbone == "wide_resnet50_2"
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "message"),
+    [
+        ("vgg11", 28, "vgg11 cannot take 28 px images .*; set augment.image_size larger$"),
+        ("vit_b_16", 28, "multiple of its patch size"),
+        ("squeezenet1_0", 32, "no final linear layer"),
+    ],
+)
+def test_a_model_that_cannot_take_the_images_fails_in_one_line(
+    name: str, size: int, message: str
+) -> None:
+    with pytest.raises(UserInputError, match=message):
+        build_backbone(name, in_channels=3, cifar_stem=True, image_size=size)
+
+
+def test_a_vision_transformer_is_built_for_the_image_size() -> None:
+    backbone = build_backbone("vit_b_32", in_channels=3, cifar_stem=True, image_size=64)
+    assert backbone.body.image_size == 64
+    assert backbone.body.conv_proj.stride == (32, 32)  # the patch embedding is kept
+    backbone.eval()
+    assert backbone(torch.zeros(1, 3, 64, 64)).shape == (1, 768)

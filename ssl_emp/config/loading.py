@@ -303,6 +303,11 @@ def config_from_dict(
         switched_from=file_method if switched else None,
         overridden=frozenset(overridden),
     )
+    if config.model.backbone != "resnet_small":
+        # torchvision's model registry is the list of names (imported only when one is asked)
+        from ssl_emp.models.backbones import check_backbone_name
+
+        check_backbone_name(config.model.backbone)
     return config
 
 

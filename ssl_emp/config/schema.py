@@ -21,7 +21,6 @@ BankSearch = Literal["exact", "ivf", "auto"]
 BankLayoutChoice = Literal["views", "compact", "auto"]
 WandbMode = Literal["offline", "online", "disabled"]
 DataSource = Literal["fashion_mnist", "cifar10", "cifar100", "image_folder", "synthetic", "store"]
-BackboneName = Literal["resnet18", "resnet50", "resnet_small"]
 AugmentPreset = Literal["simclr", "mocov2", "byol", "supervised"]
 OptimizerName = Literal["sgd", "lars", "adamw"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -90,7 +89,11 @@ class DataConfig:
 class ModelConfig:
     """Backbone and projection head."""
 
-    backbone: BackboneName = _option("resnet_small", "encoder")
+    backbone: str = _option(
+        "resnet_small",
+        "encoder: resnet_small or any torchvision classification model by name (resnet34, "
+        "wide_resnet50_2, convnext_tiny, ...)",
+    )
     cifar_stem: bool = _option(
         True, "3x3 stride-1 first convolution and no max-pool (for 28-64 px images)"
     )

@@ -109,9 +109,7 @@ class BYOL(MomentumMethod):
         projections = self.projection_head(features)
         predictions = self.prediction_head(projections)
         with torch.no_grad():
-            targets = self.target_projection_head(
-                self.target_backbone(torch.cat([view_a, view_b]))
-            )
+            targets = self.target_projection_head(self.target_backbone(torch.cat([view_a, view_b])))
         p_a, p_b = predictions.chunk(2)
         t_a, t_b = targets.chunk(2)
         # row 0: view a predicts the target of view b; row 1: view b predicts view a's

@@ -46,6 +46,7 @@ def build_method(config: Config, data: ImageData) -> Method:
         cifar_stem=config.model.cifar_stem,
         width=config.model.width,
         channels_last=config.model.channels_last,
+        image_size=config.augment.image_size or data.image_size,
     )
     augmentation = build_view_augmentation(
         config.augment,

@@ -188,6 +188,7 @@ def load_backbone(path: str | Path, head: bool = False) -> nn.Module:
         in_channels=entry["in_channels"],
         cifar_stem=entry["cifar_stem"],
         width=entry["width"],
+        image_size=entry.get("image_size"),
     )
     body_state = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
     backbone.body.load_state_dict(body_state, strict=True)
