@@ -37,16 +37,21 @@ def all_gather_rows(tensor: torch.Tensor, sizes: list[int] | None = None) -> tor
     """Concatenate every rank's ``tensor`` along dim 0, in rank order (no gradient).
 
     Rows may differ in number between ranks: ``sizes`` (per rank) when known, else gathered.
+
+    Shape:
+        tensor: (sizes[rank], ...) -> (sum(sizes), ...), rank 0's rows first.
     """
     if not is_distributed():
         return tensor
     world = dist.get_world_size()
     if sizes is None:
         sizes = gathered_sizes(tensor.shape[0], tensor.device)
+    # all_gather moves equal shapes only: every rank pads its rows with zeros to the longest
+    # rank's count, and the padding is cut off each received part before concatenating
     longest = max(sizes)
     padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
     padded[: tensor.shape[0]] = tensor
-    parts = [torch.empty_like(padded) for _ in range(world)]
+    parts = [torch.empty_like(padded) for _ in range(world)]  # world x (longest, ...)
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
 
@@ -56,6 +61,10 @@ def gather_rows_with_grad(tensor: torch.Tensor, sizes: list[int]) -> tuple[torch
 
     Returns:
         (all rows in rank order, index of this rank's first row).
+
+    Shape:
+        tensor: (sizes[rank], D) -> (sum(sizes), D); this rank's rows are
+        ``offset:offset + sizes[rank]`` with ``offset = sum(sizes[:rank])``.
     """
     if not is_distributed():
         return tensor, 0
@@ -65,7 +74,7 @@ def gather_rows_with_grad(tensor: torch.Tensor, sizes: list[int]) -> tuple[torch
 
     rank = dist.get_rank()
     longest = max(sizes)
-    padding = longest - tensor.shape[0]
+    padding = longest - tensor.shape[0]  # equal shapes for all_gather, cut off below
     if padding:
         tensor = torch.cat([tensor, tensor.new_zeros((padding, *tensor.shape[1:]))])
     parts = gather_with_grad(tensor.contiguous())

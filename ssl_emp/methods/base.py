@@ -31,6 +31,28 @@ def projection_head_export(
     return head, {"class": type(head).__name__, "kwargs": kwargs}
 
 
+def embed_two_views(
+    images: torch.Tensor,
+    augmentation: ViewAugmentation,
+    backbone: nn.Module,
+    projection_head: nn.Module,
+    layer: FeatureLayer,
+) -> torch.Tensor:
+    """Backbone (or projection) features of two fresh views of ``images``, in one pass; the
+    :meth:`Method.embed` of every two-view method (nothing else of the method moves).
+
+    Shape:
+        images: (B, C, H, W) uint8 -> (2, B, D); the views are concatenated view-major, so
+        row ``v * B + i`` of the pass is view ``v`` of sample ``i`` and ``view(2, B, -1)``
+        puts the view first, as in :attr:`MethodOutput.features`.
+    """
+    view_a, view_b = augmentation.two_views(images)
+    features: torch.Tensor = backbone(torch.cat([view_a, view_b]))
+    if layer == "projection":
+        features = projection_head(features)
+    return features.view(2, images.shape[0], -1)
+
+
 @dataclass
 class MethodOutput:
     """Per-sample results of one training step.

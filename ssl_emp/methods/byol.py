@@ -12,7 +12,7 @@ from torch import nn
 
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
-from ssl_emp.methods.base import FeatureLayer, MethodOutput, projection_head_export
+from ssl_emp.methods.base import FeatureLayer, MethodOutput, embed_two_views, projection_head_export
 from ssl_emp.methods.losses import negative_cosine_per_sample, symmetric_per_sample
 from ssl_emp.methods.momentum import MomentumMethod, frozen_copy
 from ssl_emp.models.backbones import Backbone
@@ -129,8 +129,6 @@ class BYOL(MomentumMethod):
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
         """Online backbone (or projection) features of two fresh views, shape (2, B, D); the
         target network is left alone."""
-        view_a, view_b = self.augmentation.two_views(images)
-        features = self.backbone(torch.cat([view_a, view_b]))
-        if layer == "projection":
-            features = self.projection_head(features)
-        return features.view(2, images.shape[0], -1)
+        return embed_two_views(
+            images, self.augmentation, self.backbone, self.projection_head, layer
+        )

@@ -18,6 +18,7 @@ from ssl_emp.data.augment import ViewAugmentation
 from ssl_emp.methods.base import (
     FeatureLayer,
     MethodOutput,
+    embed_two_views,
     projection_head_export,
 )
 from ssl_emp.methods.losses import info_nce_per_sample
@@ -60,7 +61,8 @@ def without_side_effects(module: nn.Module, inputs: torch.Tensor) -> torch.Tenso
     """
     state = {name: buffer.clone() for name, buffer in module.named_buffers()}
     state.update(dict(module.named_parameters()))
-    return functional_call(module, state, (inputs,))
+    outputs: torch.Tensor = functional_call(module, state, (inputs,))
+    return outputs
 
 
 @dataclass
@@ -227,8 +229,6 @@ class MoCo(MomentumMethod):
         Both views go through the online backbone (never the momentum encoder), in one pass
         without BN groups; the queue and the key encoder are left untouched.
         """
-        view_a, view_b = self.augmentation.two_views(images)
-        features = self.backbone(torch.cat([view_a, view_b]))
-        if layer == "projection":
-            features = self.projection_head(features)
-        return features.view(2, images.shape[0], -1)
+        return embed_two_views(
+            images, self.augmentation, self.backbone, self.projection_head, layer
+        )

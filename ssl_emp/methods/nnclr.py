@@ -20,7 +20,13 @@ from ssl_emp.collectives import (
 )
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
-from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput, projection_head_export
+from ssl_emp.methods.base import (
+    FeatureLayer,
+    Method,
+    MethodOutput,
+    embed_two_views,
+    projection_head_export,
+)
 from ssl_emp.methods.losses import nt_xent_per_sample
 from ssl_emp.methods.queue import KeyQueue
 from ssl_emp.models.backbones import Backbone
@@ -184,8 +190,6 @@ class NNCLR(Method):
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
         """Backbone (or projection) features of two fresh views, shape (2, B, D); the support
         set is left alone."""
-        view_a, view_b = self.augmentation.two_views(images)
-        features = self.backbone(torch.cat([view_a, view_b]))
-        if layer == "projection":
-            features = self.projection_head(features)
-        return features.view(2, images.shape[0], -1)
+        return embed_two_views(
+            images, self.augmentation, self.backbone, self.projection_head, layer
+        )

@@ -12,7 +12,13 @@ from torch import nn
 from ssl_emp.collectives import gather_rows_with_grad, gathered_sizes, is_distributed
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
-from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput, projection_head_export
+from ssl_emp.methods.base import (
+    FeatureLayer,
+    Method,
+    MethodOutput,
+    embed_two_views,
+    projection_head_export,
+)
 from ssl_emp.methods.losses import nt_xent_per_view
 from ssl_emp.models.backbones import Backbone
 
@@ -88,10 +94,13 @@ class SimCLR(Method):
         Labels are not used (self-supervised); the argument keeps one interface for all methods.
         """
         view_a, view_b = self.augmentation.two_views(images)
-        features = self.backbone(torch.cat([view_a, view_b]))
+        features = self.backbone(torch.cat([view_a, view_b]))  # (2B, D): views a, then b
         projections = self.projection_head(features)
-        z_a, z_b = projections.chunk(2)
+        z_a, z_b = projections.chunk(2)  # (B, P) each; row i of both is sample i
         if self.gather_negatives and is_distributed():
+            # negatives from every rank: the global batch is each rank's rows in rank order,
+            # so this rank's anchors are rows offset..offset+B-1 of all_a and all_b; ranks may
+            # hold different B (the last, uneven batch), hence the gathered sizes
             sizes = gathered_sizes(len(z_a), device=z_a.device)
             all_a, offset = gather_rows_with_grad(z_a, sizes)
             all_b, _ = gather_rows_with_grad(z_b, sizes)
@@ -113,8 +122,6 @@ class SimCLR(Method):
     @torch.no_grad()
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
         """Backbone (or projection) features of two fresh views, shape (2, B, D)."""
-        view_a, view_b = self.augmentation.two_views(images)
-        features = self.backbone(torch.cat([view_a, view_b]))
-        if layer == "projection":
-            features = self.projection_head(features)
-        return features.view(2, images.shape[0], -1)
+        return embed_two_views(
+            images, self.augmentation, self.backbone, self.projection_head, layer
+        )

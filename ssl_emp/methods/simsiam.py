@@ -12,7 +12,13 @@ from torch import nn
 
 from ssl_emp.config.schema import MethodConfig, option
 from ssl_emp.data.augment import ViewAugmentation
-from ssl_emp.methods.base import FeatureLayer, Method, MethodOutput, projection_head_export
+from ssl_emp.methods.base import (
+    FeatureLayer,
+    Method,
+    MethodOutput,
+    embed_two_views,
+    projection_head_export,
+)
 from ssl_emp.methods.losses import negative_cosine_per_sample, symmetric_per_sample
 from ssl_emp.models.backbones import Backbone
 
@@ -110,8 +116,6 @@ class SimSiam(Method):
     @torch.no_grad()
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
         """Backbone (or projection) features of two fresh views, shape (2, B, D)."""
-        view_a, view_b = self.augmentation.two_views(images)
-        features = self.backbone(torch.cat([view_a, view_b]))
-        if layer == "projection":
-            features = self.projection_head(features)
-        return features.view(2, images.shape[0], -1)
+        return embed_two_views(
+            images, self.augmentation, self.backbone, self.projection_head, layer
+        )

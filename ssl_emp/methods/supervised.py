@@ -75,7 +75,8 @@ class Supervised(Method):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits of uint8 images without augmentation (call in eval mode)."""
-        return self.classifier(self.backbone(self.eval_transform(images)))
+        logits: torch.Tensor = self.classifier(self.backbone(self.eval_transform(images)))
+        return logits
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, layer: FeatureLayer = "backbone") -> torch.Tensor:
@@ -83,4 +84,5 @@ class Supervised(Method):
         ``layer`` must be ``backbone``)."""
         if layer != "backbone":
             raise ValueError("supervised models have no projection layer")
-        return self.backbone(self.augmentation(images))[None]
+        features: torch.Tensor = self.backbone(self.augmentation(images))
+        return features[None]  # (1, B, D): one view

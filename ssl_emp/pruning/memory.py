@@ -24,7 +24,8 @@ from ssl_emp.numerics import full_precision
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of ``softmax(logits)`` along the last dim; ``-inf`` logits are excluded."""
     probabilities = torch.softmax(logits.float(), dim=-1)
-    return -torch.special.xlogy(probabilities, probabilities).sum(dim=-1)
+    entropy: torch.Tensor = -torch.special.xlogy(probabilities, probabilities).sum(dim=-1)
+    return entropy
 
 
 def scale_entropy(entropy: torch.Tensor, candidates: int, normalize: str) -> torch.Tensor:

@@ -88,6 +88,13 @@ class ScoreTable:
                 records ``loss`` for both.
         """
         loss = loss.detach().float()
+        # Exponentially weighted mean and variance with weight a = self.ema on the past
+        # (Welford's update for an EMA): with delta = x - mean,
+        #   mean <- mean + (1 - a) delta              (= a mean + (1 - a) x)
+        #   var  <- a (var + (1 - a) delta^2)
+        # The first observation sets mean = x and var = 0, so no sample starts pulled
+        # towards 0. The indices of one call are distinct (a global batch is a slice of one
+        # permutation of the kept samples), so the gather-compute-scatter below is exact.
         first = self.observations[indices] == 0
         old_mean = self.loss_mean[indices]
         delta = loss - old_mean
@@ -100,6 +107,7 @@ class ScoreTable:
         self.loss_mean[indices] = new_mean
         self.loss_var[indices] = new_var
         self.loss[indices] = loss
+        # one loss per sample (supervised) stands for both view orders: (B,) -> (B, 2)
         per_view = loss[:, None].expand(-1, 2) if view_losses is None else view_losses
         self.view_loss[indices] = per_view.detach().float()
         if memory is not None:
