@@ -245,13 +245,19 @@ def test_ranks_that_select_differently_stop_with_a_clear_error(tmp_path: Path) -
     assert not (tmp_path / "ddp" / "metrics.jsonl").exists()
 
 
-def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("every", "stopped_at"), [(1, 4), (5, 5)])
+def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_same_step(
+    tmp_path: Path, every: int, stopped_at: int
+) -> None:
+    """Rank 1 gets the signal after step 4; the ranks ask each other every ``every`` steps,
+    so they stop together at the first step that is a multiple of it."""
+    overrides = [*DDP_OVERRIDES, "train.epochs=2", f"train.stop_check_every={every}"]
     with pytest.raises(mp.ProcessRaisedException, match="RunPreempted: stopped by"):
-        _spawn(tmp_path, [*DDP_OVERRIDES, "train.epochs=2"], stop_rank=1)
+        _spawn(tmp_path, overrides, stop_rank=1)
     names = [p.name for p in list_checkpoints(tmp_path / "ddp" / "checkpoints")]
-    assert names[-1] == "epoch_0001_step_00000004.pt"  # 6 steps per epoch: inside epoch 1
+    assert names[-1] == f"epoch_0001_step_{stopped_at:08d}.pt"  # 6 steps per epoch: epoch 1
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / names[-1], weights_only=False)
-    assert checkpoint["state"]["step"] == 4 and len(checkpoint["rng"]) == 2
+    assert checkpoint["state"]["step"] == stopped_at and len(checkpoint["rng"]) == 2
 
 
 def test_two_ranks_from_a_raw_store_train_like_two_ranks_from_memory(tmp_path: Path) -> None:

@@ -208,3 +208,18 @@ def test_embed_uses_the_online_backbone_not_the_key_encoder(tmp_path: Path) -> N
     assert embedded.shape == online.shape
     assert torch.allclose(embedded, online, atol=1e-5)
     assert not torch.allclose(embedded, momentum, atol=1e-3)  # the encoders really differ
+
+
+def test_a_loaded_queue_continues_at_its_saved_position() -> None:
+    """The queue reads its position from host-side ints (no device wait); loading a state
+    dict must set them, or a resumed run writes its next keys over the wrong rows."""
+    generator = torch.Generator().manual_seed(0)
+    original, restored = KeyQueue(size=5, dim=2), KeyQueue(size=5, dim=2)
+    original.enqueue(torch.randn(3, 2, generator=generator))
+    restored.load_state_dict(original.state_dict())
+    assert len(restored.negatives()) == 3
+    keys = torch.randn(4, 2, generator=generator)
+    original.enqueue(keys)
+    restored.enqueue(keys)
+    assert torch.equal(restored.keys, original.keys) and int(restored.pointer) == 2
+    assert len(restored.negatives()) == 5

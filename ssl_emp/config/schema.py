@@ -183,6 +183,12 @@ class TrainConfig:
         "also checkpoint every n optimizer steps inside an epoch (0 = at epoch ends only)",
         ge=0,
     )
+    stop_check_every: int = _option(
+        10,
+        "multi-process (torchrun): ask every rank for a stop signal every n steps (one "
+        "all-reduce); a SIGTERM is acted on within n steps, and always at an epoch's end",
+        ge=1,
+    )
     sync_bn: bool = _option(
         False, "multi-GPU (torchrun): convert batch norms to SyncBatchNorm (CUDA only)"
     )

@@ -15,7 +15,7 @@ from types import FrameType
 
 import torch
 
-from ssl_emp.collectives import any_rank
+from ssl_emp.collectives import any_rank, is_distributed
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"
@@ -44,6 +44,14 @@ class StopRequest:
     def _handle(self, number: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(number).name
 
-    def requested(self, device: torch.device) -> bool:
-        """Whether a stop signal arrived on any rank (all ranks stop at the same step)."""
+    def requested(self, device: torch.device, step: int | None = None, every: int = 1) -> bool:
+        """Whether a stop signal arrived on any rank (all ranks stop at the same step).
+
+        Under torchrun the answer costs an all-reduce and a host-device synchronisation, so
+        mid-epoch it is asked only at global steps that are multiples of ``every`` (all ranks
+        count the same steps, so they ask together); ``step=None`` (an epoch's end) always
+        asks. A single process reads its own flag every time, at no cost.
+        """
+        if step is not None and step % every != 0 and is_distributed():
+            return False
         return any_rank(self.signal_name is not None, device)

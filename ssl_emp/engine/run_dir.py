@@ -45,6 +45,7 @@ RESUME_FREE_KEYS = {
     "train.progress_interval_s",
     "train.threads",
     "train.device",
+    "train.stop_check_every",
     "logging.tensorboard",
     "logging.wandb",
     "logging.wandb_project",

@@ -237,7 +237,9 @@ class Trainer:
                 for callback in self.callbacks:
                     callback.on_step_end(self, outcome)
             progress.step(None if outcome is None else outcome.losses, seen=state.epoch_seen)
-            if state.epoch_batches_done < len(batches) and self.stop.requested(self.device):
+            mid_epoch = state.epoch_batches_done < len(batches)
+            every = self.config.train.stop_check_every
+            if mid_epoch and self.stop.requested(self.device, step=state.step, every=every):
                 progress.close()
                 self._stop_mid_epoch()
         progress.close()
