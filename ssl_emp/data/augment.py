@@ -5,8 +5,9 @@ MoCo v2's apply the same pipeline to both views, BYOL's two views differ (blur a
 first, rarely in the second; solarisation only in the second), as in lightly's
 ``BYOLTransform``. Presets adapt to the image size (blur only from 64 px up, kernel about a
 tenth of the side) and to grayscale data (no saturation, hue or grayscale steps, which need
-three channels). Randomness comes from torch's global generator, which the trainer seeds and
-stores in every checkpoint.
+three channels). Colour jitter is :class:`~ssl_emp.data.jitter.ColorJitterWithoutSync`
+(kornia's steps, without kornia's host-device synchronisations). Randomness comes from torch's
+global generators, which the trainer seeds and stores in every checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from ssl_emp.config import AugmentConfig
 from ssl_emp.config.schema import AugmentPreset
+from ssl_emp.data.jitter import ColorJitterWithoutSync
 
 BLUR_MIN_SIZE = 64
 
@@ -65,8 +67,8 @@ def _jitter(strength: float, channels: int, brightness: float | None = None) -> 
     """Colour jitter as in SimCLR (0.8 s, 0.8 s, 0.8 s, 0.2 s), applied with p = 0.8."""
     level = brightness if brightness is not None else 0.8 * strength
     if channels == 3:
-        return K.ColorJitter(level, level, level, 0.2 * strength, p=0.8)
-    return K.ColorJitter(level, level, 0.0, 0.0, p=0.8)
+        return ColorJitterWithoutSync(level, level, level, 0.2 * strength, p=0.8)
+    return ColorJitterWithoutSync(level, level, 0.0, 0.0, p=0.8)
 
 
 def _supervised_steps(size: int, source_size: int) -> nn.Module:
@@ -121,9 +123,9 @@ def _byol(config: AugmentConfig, channels: int, size: int, source: int) -> list[
     both; blur with p = 1.0 in view 1 and 0.1 in view 2; solarisation (threshold 0.5) with
     p = 0.2 in view 2 only."""
     if channels == 3:
-        jitter = K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8)
+        jitter: nn.Module = ColorJitterWithoutSync(0.4, 0.4, 0.2, 0.1, p=0.8)
     else:
-        jitter = K.ColorJitter(0.4, 0.4, 0.0, 0.0, p=0.8)
+        jitter = ColorJitterWithoutSync(0.4, 0.4, 0.0, 0.0, p=0.8)
     views: list[nn.Module] = []
     for blur, solarize in ((1.0, 0.0), (0.1, 0.2)):
         steps = [*_crop_and_flip(config, size), jitter]
