@@ -8,7 +8,11 @@ Prints, each measured side by side in this process:
 3. kNN neighbour search, faiss (GPU index when faiss-gpu is installed) vs torch matmul + top-k,
    on 60,000 x 512 features, k = 200;
 4. our SimCLR step vs the lightly-style reference loop (PIL ``SimCLRTransform`` in a
-   ``DataLoader`` with workers), same model and batch: the images/s ratio.
+   ``DataLoader`` with workers), same model and batch: the images/s ratio;
+5. host-device waits per training step and the roofline: the step's and the bare model's
+   FLOP/s against the GPU's float32 GEMM rate (``tools/roofline.py``);
+6. ``train.compile`` against eager: time to first step, images/s, loss difference (skipped
+   with ``--reduced``, where compiling on the CPU alone would take a minute).
 
 Data is synthetic CIFAR-shaped uint8 (no download needed). ``--reduced`` runs the same code
 with tiny sizes on the CPU in seconds (the test suite does that so the script cannot rot).
@@ -29,6 +33,14 @@ import torch
 import torch.nn.functional as F
 from lightly.transforms import SimCLRTransform
 from reference_loop import PilImages, ReferenceLoop
+from roofline import (
+    bare_model_images_per_s,
+    compare_compile,
+    gemm_flops_per_s,
+    host_syncs_per_step,
+    model_flops_per_image,
+    roofline_lines,
+)
 
 from ssl_emp.config import load_config
 from ssl_emp.data import GlobalBatch, ImageData, index_batches
@@ -209,6 +221,52 @@ def section_reference(size: dict, data: ImageData, trainer: Trainer) -> None:
     )
 
 
+def section_roofline(size: dict, data: ImageData, trainer: Trainer) -> None:
+    device = trainer.device
+    batches = index_batches(
+        torch.arange(len(data), device=device),
+        size["batch"],
+        generator=torch.Generator().manual_seed(0),
+    )
+    position = 0
+
+    def step() -> None:
+        nonlocal position
+        trainer.train_step(GlobalBatch.single(batches[position % len(batches)]), progress=0.5)
+        position += 1
+
+    syncs, sites = host_syncs_per_step(step)
+    print(f"5. host-device waits per step: {syncs:.1f} {sites}")
+    step_rate = (
+        size["steps"]
+        * size["batch"]
+        / timed(lambda: [step() for _ in range(size["steps"])], device)
+    )
+    flops = model_flops_per_image(trainer.model, data.channels, data.image_size, device)
+    bare = bare_model_images_per_s(
+        trainer.model, size["batch"], data.channels, data.image_size, device, size["steps"]
+    )
+    for line in roofline_lines(flops, step_rate, bare, gemm_flops_per_s(device)):
+        print(f"   {line}")
+
+
+def section_compile(workdir: Path, size: dict, data: ImageData, reduced: bool) -> None:
+    if reduced:
+        print("6. train.compile: skipped with --reduced")
+        return
+    batches = index_batches(
+        torch.arange(len(data)), size["batch"], generator=torch.Generator().manual_seed(0)
+    )
+
+    def make(compiled: bool) -> Trainer:
+        extra = ["pruning.policy=full", f"train.compile={compiled}"]
+        return make_trainer(workdir, f"compile_{compiled}", size, data, extra)
+
+    print("6. train.compile")
+    for line in compare_compile(make, [b.to(size["device"]) for b in batches], size["steps"], 2):
+        print(f"   {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reduced", action="store_true", help="tiny CPU run (for tests)")
@@ -226,6 +284,8 @@ def main() -> None:
         section_augmentation(size, data, trainer)
         section_knn(size)
         section_reference(size, data, trainer)
+        section_roofline(size, data, trainer)
+        section_compile(workdir, size, data, args.reduced)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"total {time.perf_counter() - started:.0f} s")

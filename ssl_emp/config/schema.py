@@ -183,6 +183,11 @@ class TrainConfig:
         "also checkpoint every n optimizer steps inside an epoch (0 = at epoch ends only)",
         ge=0,
     )
+    compile: bool = _option(
+        False,
+        "torch.compile the backbone (in place; the same numbers within float tolerance); off "
+        "by default: on the measured CPU it was slower (docs/benchmarks.md)",
+    )
     stop_check_every: int = _option(
         10,
         "multi-process (torchrun): ask every rank for a stop signal every n steps (one "

@@ -169,7 +169,11 @@ def contaminate(
 def wrap_for_ddp(
     config: Config, model: Method, context: DistributedContext, device: torch.device
 ) -> tuple[Method, nn.Module]:
-    """(the model, what the step calls): DistributedDataParallel under torchrun."""
+    """(the model, what the step calls): DistributedDataParallel under torchrun; with
+    ``train.compile`` the backbone's network is compiled first (in place, so state dicts,
+    checkpoints and exports keep their keys)."""
+    if config.train.compile:
+        model.backbone.body.compile()
     if not context.enabled:
         return model, model
     if config.train.sync_bn:
