@@ -1,5 +1,6 @@
-"""One verdict table for the whole study: in each setting, does EMP beat random and the best
-baseline, with a 95 % paired interval that excludes zero?
+"""One verdict table for the whole study: in each setting, does EMP (or, in the settings of
+the selection rules, any rule) beat random and the best baseline, with a 95 % paired
+interval that excludes zero? Unfinished settings are summarised over the runs they have.
 
 For every setting directory of ``tools/study.py`` it collects the runs (with the settings
 they are compared with), takes the setting's metric (linear probe for SSL, test top-1 for
@@ -26,6 +27,16 @@ from ssl_emp.experiments.paired import PairedResult, paired_results  # noqa: E40
 from ssl_emp.experiments.sweep import find_run_dirs  # noqa: E402
 
 BASELINES = ("random", "ucb", "eps_greedy")
+# settings that test other rules than EMP (direction, SCAN, prototypicality, budgets): every
+# variant is listed there, not only the EMP ones
+RULE_SETTINGS = (
+    "ssl_direction",
+    "ssl_budget",
+    "supervised_budget",
+    "supervised_noise20_budget",
+    "ssl_long",
+    "ssl_rate09",
+)
 
 
 def interval(result: PairedResult) -> str:
@@ -41,7 +52,7 @@ def interval(result: PairedResult) -> str:
 def summarise(root: Path) -> list[str]:
     """Markdown lines of the verdict table for every finished setting under ``root``."""
     lines = [
-        "| setting | metric | EMP variant | n | vs random | best baseline | vs best baseline |",
+        "| setting | metric | variant | n | vs random | best baseline | vs best baseline |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, setting in settings([0], [0], list(RULES)).items():
@@ -68,9 +79,14 @@ def summarise(root: Path) -> list[str]:
         against_random = {r.variant: r for r in paired_results(rows, "random", [metric])}
         against_best = {r.variant: r for r in paired_results(rows, best, [metric])}
         for variant, result in against_random.items():
-            if not variant.startswith("emp"):
+            if not variant.startswith("emp") and name not in RULE_SETTINGS:
                 continue
-            versus_best = "(is random)" if best == "random" else interval(against_best[variant])
+            if variant == best:
+                versus_best = "(is the best baseline)"
+            elif best == "random":
+                versus_best = "(is random)"
+            else:
+                versus_best = interval(against_best[variant])
             lines.append(
                 f"| {name} | {metric} | {variant} | {len(result.differences)} | "
                 f"{interval(result)} | {best} ({100 * means[best]:.2f}) | {versus_best} |"
