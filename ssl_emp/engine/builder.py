@@ -25,7 +25,7 @@ from ssl_emp.errors import UserInputError
 from ssl_emp.methods import Method, build_method, method_class
 from ssl_emp.pruning import MemoryEstimator, Pruner
 from ssl_emp.pruning.estimators import EstimatorContext, build_estimator
-from ssl_emp.pruning.pruner import score_kind
+from ssl_emp.pruning.options import score_kind
 from ssl_emp.pruning.scores import SCORES
 
 

@@ -46,7 +46,7 @@ from ssl_emp.experiments.sweep import find_run_dirs
 from ssl_emp.experiments.variants import variant_labels
 from ssl_emp.io import read_jsonl, write_bytes
 from ssl_emp.pruning import POLICIES
-from ssl_emp.pruning.pruner import score_kind
+from ssl_emp.pruning.options import score_kind
 from ssl_emp.pruning.scores import SCORES
 
 POLICY_ORDER = tuple(POLICIES)

@@ -30,7 +30,7 @@ from ssl_emp.experiments.variants import flatten
 from ssl_emp.io import write_json
 from ssl_emp.methods import method_class
 from ssl_emp.pruning import POLICIES
-from ssl_emp.pruning.pruner import check_pruning_options
+from ssl_emp.pruning.options import check_pruning_options
 from ssl_emp.pruning.scores import SCORES
 
 ESTIMATORS = ("batch", "bank")

@@ -17,7 +17,7 @@ from typing import Any
 
 from ssl_emp.config import Config
 from ssl_emp.pruning import POLICIES
-from ssl_emp.pruning.pruner import direction, score_kind
+from ssl_emp.pruning.options import direction, score_kind
 from ssl_emp.pruning.scores import SCORES
 
 # keys that change neither training nor evaluation, or that the table has columns for

@@ -32,7 +32,7 @@ from ssl_emp.data.batch import GlobalBatch, index_batches
 from ssl_emp.neighbours import IvfSearch
 from ssl_emp.pruning.memory import batch_memory, supervised_memory
 from ssl_emp.pruning.memory_bank import BankMemory, choose_bank_layout
-from ssl_emp.pruning.pruner import score_kind
+from ssl_emp.pruning.options import score_kind
 from ssl_emp.pruning.scores import SCORES
 
 if TYPE_CHECKING:

@@ -24,8 +24,9 @@ import torch
 
 from ssl_emp.collectives import all_gather_rows
 from ssl_emp.data.batch import GlobalBatch
-from ssl_emp.errors import NonFiniteLossError, UserInputError
-from ssl_emp.pruning.accounting import gini
+from ssl_emp.errors import NonFiniteLossError
+from ssl_emp.pruning.accounting import epoch_diagnostics, selection_stats
+from ssl_emp.pruning.options import check_pruning_options, direction, score_kind
 from ssl_emp.pruning.policies import POLICIES, Policy, SelectionRequest
 from ssl_emp.pruning.score_table import ScoreTable
 from ssl_emp.pruning.scores import SCORES, Score, ScoreInputs, orient
@@ -33,20 +34,6 @@ from ssl_emp.pruning.selection import Selection, keep_count, ucb_values
 
 if TYPE_CHECKING:
     from ssl_emp.config import PruningConfig
-
-
-def _quantiles(values: np.ndarray, prefix: str) -> dict[str, float | None]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return {f"{prefix}_{name}": None for name in ("mean", "std", "q10", "q50", "q90")}
-    q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
-    return {
-        f"{prefix}_mean": float(values.mean()),
-        f"{prefix}_std": float(values.std()),
-        f"{prefix}_q10": float(q10),
-        f"{prefix}_q50": float(q50),
-        f"{prefix}_q90": float(q90),
-    }
 
 
 @dataclass(frozen=True)
@@ -200,7 +187,7 @@ class Pruner:
         kept = torch.from_numpy(selection.indices).long().to(self.device)
         if selection.weights is not None:
             self.weights[kept] = torch.from_numpy(selection.weights).float().to(self.device)
-        self.last_stats = self._selection_stats(epoch, selection.indices, scores)
+        self.last_stats = selection_stats(self.table, epoch, selection.indices, scores)
         self.last_stats.update(selection.stats)
         return kept
 
@@ -325,44 +312,10 @@ class Pruner:
         for name, values in columns.items():
             self.table.set_column(name, values.to(self.device))
 
-    def _selection_stats(
-        self, epoch: int, kept: np.ndarray, scores: np.ndarray | None
-    ) -> dict[str, Any]:
-        table = self.table
-        stats: dict[str, Any] = {"epoch": epoch, "selected": int(len(kept))}
-        if scores is not None:
-            stats.update(_quantiles(scores, "score"))
-            loss = table.loss.double().cpu().numpy()
-            loss_top = np.argsort(-loss, kind="stable")[: len(kept)]
-            stats["overlap_with_loss_ranking"] = float(
-                len(np.intersect1d(loss_top, kept)) / max(len(kept), 1)
-            )
-        last_seen = table.last_seen.cpu().numpy()
-        seen = last_seen >= 0
-        stats["score_age_mean"] = float((epoch - last_seen[seen]).mean()) if seen.any() else None
-        return stats
-
     def epoch_diagnostics(self, epoch: int, kept: torch.Tensor) -> dict[str, Any]:
-        """LFL diagnostics after ``epoch`` was trained on the samples ``kept`` (docs/design.md, 3).
-
-        Returns the Gini coefficient of the training counts, the fraction of samples trained
-        at most once, the fraction not trained since warm-up ended (None during warm-up), and
-        the memory term's mean, spread and quantiles over all samples and over the kept ones.
-        """
-        table = self.table
-        counts = table.train_count
-        warmup = self.config.warmup_epochs
-        stats: dict[str, Any] = {
-            "train_count_gini": gini(counts),
-            "frac_trained_at_most_once": float((counts <= 1).float().mean()),
-            "frac_never_revisited": (
-                float((table.last_seen < warmup).float().mean()) if epoch >= warmup else None
-            ),
-        }
-        memory = table.memory.double().cpu().numpy()
-        stats.update(_quantiles(memory, "memory"))
-        stats.update(_quantiles(memory[kept.cpu().numpy()], "memory_kept"))
-        return stats
+        """LFL diagnostics after ``epoch`` was trained on the samples ``kept``
+        (:func:`~ssl_emp.pruning.accounting.epoch_diagnostics`)."""
+        return epoch_diagnostics(self.table, self.config.warmup_epochs, epoch, kept)
 
     def state_dict(self) -> dict[str, Any]:
         """Score table, weights and the last selection's statistics, for a checkpoint (the RNG
@@ -380,46 +333,3 @@ class Pruner:
         self.weights.copy_(state["weights"])
         self.last_stats = dict(state.get("last_stats", {}))
         self.policy_state = dict(state.get("policy_state", {}))
-
-
-def score_kind(config: PruningConfig) -> str:
-    """What ``config`` ranks: ``pruning.score``, else the policy's default."""
-    return config.score or POLICIES[config.policy].default_score
-
-
-def direction(config: PruningConfig) -> str:
-    """Which end ``config`` keeps: ``pruning.direction``, else the policy's default."""
-    return config.direction or POLICIES[config.policy].default_direction
-
-
-def check_pruning_options(config: PruningConfig) -> None:
-    """Refuse combinations of the ``pruning`` keys that no rule can honour, in one line each.
-
-    Raises:
-        UserInputError: a rate above the policy's limit, a direction for a policy that ranks
-            nothing, or a score the policy cannot rank.
-    """
-    policy = POLICIES[config.policy]
-    limit = policy.max_rate
-    if limit is not None and config.rate > limit[0]:
-        raise UserInputError(
-            f"pruning.rate={config.rate} is too high for {config.policy}: {limit[1]}; use "
-            f"pruning.rate<={limit[0]}"
-        )
-    ranking = ", ".join(name for name, other in POLICIES.items() if other.ranks_scores)
-    if direction(config) != policy.default_direction and not policy.ranks_scores:
-        raise UserInputError(
-            f"pruning.direction={config.direction} applies to the policies that keep one end "
-            f"of a score ranking ({ranking}), not {config.policy}; drop pruning.direction"
-        )
-    kind = score_kind(config)
-    if SCORES[kind].needs_bank and not policy.ranks_scores:
-        raise UserInputError(
-            f"pruning.score={kind} is ranked by {ranking}, not {config.policy}; choose one of "
-            "those policies"
-        )
-    if policy.needs_view_losses and kind != "loss":
-        raise UserInputError(
-            f"pruning.policy={config.policy} ranks the per-sample loss of each view order; "
-            f"drop pruning.score={kind}"
-        )
