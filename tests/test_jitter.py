@@ -74,3 +74,13 @@ def test_a_call_reads_nothing_back_from_the_device() -> None:
     with counter:
         kornias(images)
     assert counter.count == 4  # why it is replaced: one wait per colour step
+
+
+def test_a_strength_above_one_is_floored_at_zero_as_in_kornia() -> None:
+    """brightness=1.5 means [0, 2.5] (torchvision's and kornia's reading), never negative."""
+    torch.manual_seed(0)
+    params = ColorJitterWithoutSync(1.5, 1.5, 0.0, 0.0).sample(20_000, torch.device("cpu"))
+    for name in ("brightness_factor", "contrast_factor"):
+        factors = params[name]
+        assert float(factors.min()) >= 0.0 and float(factors.max()) <= 2.5
+        assert abs(float(factors.mean()) - 1.25) < 0.02
