@@ -23,6 +23,7 @@ from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.engine.seeding import seed_everything
 from ssl_emp.errors import UserInputError
 from ssl_emp.methods import Method, build_method, method_class
+from ssl_emp.models.backbones import channels_last_is_safe
 from ssl_emp.pruning import MemoryEstimator, Pruner
 from ssl_emp.pruning.estimators import EstimatorContext, build_estimator
 from ssl_emp.pruning.options import score_kind
@@ -173,7 +174,11 @@ def wrap_for_ddp(
     ``train.compile`` the backbone's network is compiled first (in place, so state dicts,
     checkpoints and exports keep their keys)."""
     if config.train.compile:
-        model.backbone.body.compile()
+        body = model.backbone.body
+        # inductor may put convolutions in channels-last on its own; where that layout hits
+        # torch's CPU backward bug (see channels_last_is_safe) it must keep the given one
+        safe = channels_last_is_safe(body)
+        body.compile(options=None if safe else {"layout_optimization": False})
     if not context.enabled:
         return model, model
     if config.train.sync_bn:
