@@ -186,7 +186,7 @@ class TrainConfig:
     compile: bool = _option(
         False,
         "torch.compile the backbone (in place; the same numbers within float tolerance); off "
-        "by default: on the measured CPU it was slower (docs/benchmarks.md)",
+        "by default: on the measured CPU it was no faster (docs/benchmarks.md)",
     )
     stop_check_every: int = _option(
         10,
