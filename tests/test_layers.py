@@ -35,6 +35,7 @@ LAYERS = [
 # model, so a typo fails at load time.
 LOOKUPS_UP = {
     ("ssl_emp.config.loading", "ssl_emp.methods.registry"),
+    ("ssl_emp.config.reference", "ssl_emp.methods.registry"),  # each method's keys
     ("ssl_emp.config.loading", "ssl_emp.models.backbones"),
 }
 

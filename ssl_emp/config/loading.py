@@ -22,7 +22,8 @@ from ssl_emp.config.schema import Config, MethodConfig
 from ssl_emp.errors import UserInputError
 
 
-def _is_section(tp: Any) -> bool:
+def is_section(tp: Any) -> bool:
+    """Whether a field's type is a nested section (a dataclass) rather than a value."""
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
@@ -200,7 +201,7 @@ def _apply(
             )
             setattr(target, name, section)
             continue
-        if _is_section(tp):
+        if is_section(tp):
             if not isinstance(value, dict):
                 raise UserInputError(
                     f"config key '{key}' is a section; give it as a mapping of keys, "
@@ -320,39 +321,3 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     """
     values = read_yaml(Path(path)) if path is not None else {}
     return config_from_dict(values, overrides)
-
-
-def describe_options() -> str:
-    """Every config key with its default and help text, for ``--help``."""
-    lines: list[str] = []
-
-    def line(section: Any, f: dataclasses.Field, prefix: str, owner: str = "") -> str:
-        choices = literal_choices(typing.get_type_hints(type(section))[f.name])
-        allowed = f" {{{'|'.join(choices)}}}" if choices else ""
-        default = getattr(section, f.name)
-        where = f"{owner}; " if owner else ""
-        return f"  {prefix}{f.name}{allowed} ({where}default {default!r}): {f.metadata['help']}"
-
-    def walk(section: Any, prefix: str) -> None:
-        hints = typing.get_type_hints(type(section))
-        for f in dataclasses.fields(section):
-            if isinstance(hints[f.name], type) and issubclass(hints[f.name], MethodConfig):
-                methods(prefix=f"{prefix}{f.name}.")
-            elif _is_section(hints[f.name]):
-                walk(getattr(section, f.name), prefix=f"{prefix}{f.name}.")
-            else:
-                lines.append(line(section, f, prefix))
-
-    def methods(prefix: str) -> None:
-        """``method.name``, then each method's own keys, named with their method."""
-        from ssl_emp.methods.registry import METHODS
-
-        base = MethodConfig()
-        lines.append(line(base, dataclasses.fields(base)[0], prefix))
-        for name, method in METHODS.items():
-            section = method.config_class()
-            for f in dataclasses.fields(section)[1:]:  # the first is name
-                lines.append(line(section, f, prefix, owner=name))
-
-    walk(Config(), prefix="")
-    return "\n".join(lines)
