@@ -91,8 +91,20 @@ def test_gpu_study_reduced_mode_prints_the_paired_table(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "## Paired differences vs random" in result.stdout
-    assert "| eps_greedy | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
     assert "| emp (batch) | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
+    assert "| emp (batch, easy) | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
+
+
+def test_gpu_study_refuses_an_unknown_rule_in_one_line(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_study.py"), "--rules", "easy_emp,sacn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "unknown rule 'sacn' in --rules; choose from easy_loss, easy_emp" in result.stderr
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """The paired study at a scale the CPU cannot reach: Fashion-MNIST (all 60,000 training
-images), ResNet-18 SimCLR, random vs eps_greedy vs EMP at rate 0.7, three paired seeds,
-sized for at most 9 minutes on one H200-class GPU. Prints the ``compare --baseline random``
-table (paired differences, 95 % t-intervals, verdicts).
+images), ResNet-18 SimCLR, random vs EMP vs the selection rule that did best on the CPU
+(``tools/study.py``'s ``ssl_direction``: easy-first EMP, ``--rules`` to choose others) at
+rate 0.7, three paired seeds, sized for at most 9 minutes on one H200-class GPU with one
+rule. Prints the ``compare --baseline random`` table (paired differences, 95 % t-intervals,
+verdicts).
 
 The GPU machine has no network: the data travels with the working tree. ``--copy-data``
 copies the Debian package's IDX files into ``data/fashion-mnist/`` (ignored by git; name it
@@ -10,6 +12,7 @@ in the device tool's ``carry``) and the runs read them from there.
     python tools/gpu_study.py --copy-data      # here, before sending the tree
     bash tools/gpu_study.sh                    # on the GPU machine
     bash tools/gpu_study.sh --reduced          # a CPU smoke run (the tests run it)
+    bash tools/gpu_study.sh --rules easy_emp,scan   # two rules (about 12 minutes)
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tools"))
+from study import RULES, rule_runs  # noqa: E402
+
 from ssl_emp.data.sources import FASHION_MNIST_DEFAULT_ROOT  # noqa: E402
 from ssl_emp.experiments.compare import compare  # noqa: E402
 from ssl_emp.experiments.sweep import plan_runs, sweep  # noqa: E402
 
 LOCAL_DATA = ROOT / "data" / "fashion-mnist"
-POLICIES = ["random", "eps_greedy", "emp"]
+POLICIES = ["random", "emp"]
+# the rule of ssl_direction with the largest paired probe gain over random (docs/benchmarks.md)
+DEFAULT_RULES = "easy_emp"
 FULL = {
     "seeds": [0, 1, 2],
     "overrides": [
@@ -67,7 +75,16 @@ def main() -> int:
     parser.add_argument("--reduced", action="store_true", help="small CPU run (tests)")
     parser.add_argument("--copy-data", action="store_true", help="copy the data, then exit")
     parser.add_argument("--dir", default="runs/gpu_study")
+    parser.add_argument(
+        "--rules",
+        default=DEFAULT_RULES,
+        help=f"comma-separated selection rules next to random and EMP ({', '.join(RULES)})",
+    )
     args = parser.parse_args()
+    rules = [rule for rule in args.rules.split(",") if rule]
+    unknown = [rule for rule in rules if rule not in RULES]
+    if unknown:
+        parser.error(f"unknown rule {unknown[0]!r} in --rules; choose from {', '.join(RULES)}")
     if args.copy_data:
         copy_data()
         return 0
@@ -76,6 +93,7 @@ def main() -> int:
     data = [f"data.root={root}"] if root else []
     started = time.perf_counter()
     runs = plan_runs(POLICIES, [0.7], size["seeds"])
+    runs += [run for rule in rules for run in rule_runs(rule, 0.7, size["seeds"])]
     overrides = [*data, *size["overrides"], "train.progress=false"]
     config = ROOT / "configs" / "simclr_fashion_mnist.yaml"
     sweep(str(config), args.dir, runs, overrides)
