@@ -7,22 +7,28 @@ they are compared with), takes the setting's metric (linear probe for SSL, test 
 supervised runs) and pairs every EMP variant with ``random`` and with the best other policy
 that spent the same budget (the hard-rate policies random, ucb and eps_greedy with the
 highest mean; InfoBatch spends another budget and is left out), at the same seed. Prints a
-markdown table (and writes it to ``DIR/summary.md``).
+markdown table (and writes it to ``DIR/summary.md``). ``--export OUT`` also writes, for every
+setting with finished runs, ``OUT/<setting>_results.csv`` and ``OUT/<setting>_paired.csv``
+(``compare --baseline random`` over the runs that have their metric; a setting still running
+is exported over what it has).
 
     python tools/study_summary.py                 # runs/study
+    python tools/study_summary.py --dir ../study/runs/study --export docs/study
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study import RULES, settings  # noqa: E402
 
-from ssl_emp.experiments.compare import collect  # noqa: E402
+from ssl_emp.experiments.compare import collect, compare  # noqa: E402
 from ssl_emp.experiments.paired import PairedResult, paired_results  # noqa: E402
 from ssl_emp.experiments.sweep import find_run_dirs  # noqa: E402
 
@@ -78,8 +84,10 @@ def summarise(root: Path) -> list[str]:
         best = max(means, key=lambda policy: means[policy])
         against_random = {r.variant: r for r in paired_results(rows, "random", [metric])}
         against_best = {r.variant: r for r in paired_results(rows, best, [metric])}
+        # variants trained in this setting (those of compare_with settings have their own rows)
+        own = {r["variant"] for r in rows if Path(r["dir"]).parent == folder}
         for variant, result in against_random.items():
-            if not variant.startswith("emp") and name not in RULE_SETTINGS:
+            if variant not in own or (not variant.startswith("emp") and name not in RULE_SETTINGS):
                 continue
             if variant == best:
                 versus_best = "(is the best baseline)"
@@ -106,11 +114,40 @@ def setting_tables(root: Path) -> list[str]:
     return lines
 
 
+def export(root: Path, out: Path) -> list[Path]:
+    """Write each setting's results and paired differences over its finished runs into
+    ``out`` (see the module docstring); returns the files written."""
+    written: list[Path] = []
+    out.mkdir(parents=True, exist_ok=True)
+    for name, setting in settings([0], [0], list(RULES)).items():
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        paths = [folder, *(root / other for other in setting.get("compare_with", []))]
+        rows = collect(find_run_dirs([str(p) for p in paths if p.is_dir()]))
+        metric = "test_top1" if any(r["method"] == "supervised" for r in rows) else "probe_top1"
+        finished = [str(r["dir"]) for r in rows if r[metric] is not None]
+        own = [run for run in finished if Path(run).parent == folder]
+        if not own or not any(r["variant"] == "random" and r[metric] is not None for r in rows):
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            report = compare(finished, scratch, baseline="random")
+            for kind in ("results", "paired"):
+                target = out / f"{name}_{kind}.csv"
+                shutil.copyfile(report / f"{kind}.csv", target)
+                written.append(target)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="runs/study")
     parser.add_argument("--tables", action="store_true", help="also each setting's own table")
+    parser.add_argument("--export", default=None, help="write each setting's CSVs here")
     args = parser.parse_args()
+    if args.export:
+        for path in export(Path(args.dir), Path(args.export)):
+            print(f"wrote {path}")
     lines = summarise(Path(args.dir))
     if args.tables:
         lines += setting_tables(Path(args.dir))

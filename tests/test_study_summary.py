@@ -1,0 +1,70 @@
+"""tools/study_summary.py: the committed study tables come from the finished runs only."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_sweep_compare import _fabricate_run
+
+sys.path.insert(0, str(ROOT / "tools"))
+import study_summary  # noqa: E402
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_export_writes_finished_runs_of_each_setting_and_their_paired_differences(
+    tmp_path: Path,
+) -> None:
+    direction = tmp_path / "study" / "ssl_direction"
+    random_probe, easy_probe = [0.80, 0.82, 0.81], [0.81, 0.85, 0.83]  # +1, +3, +2 points
+    for seed in range(3):
+        _fabricate_run(direction, f"random_r0.7_s{seed}", "random", 0.7, seed,
+                       random_probe[seed], 0.7, 80)  # fmt: skip
+        _fabricate_run(direction, f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed, easy_probe[seed],
+                       0.7, 80, overrides=("pruning.direction=easy",))  # fmt: skip
+    _fabricate_run(direction, "scan_r0.7_s0", "scan", 0.7, 0, 0.9, 0.9, 80)
+    (direction / "scan_r0.7_s0" / "probe.json").unlink()  # still training: left out
+    # a setting whose own runs have not finished is not exported, though the runs of the
+    # setting it is compared with (ssl_direction) have
+    _fabricate_run(tmp_path / "study" / "ssl_budget", "infobatch_r0.7_s0", "infobatch", 0.7, 0,
+                   0.8, 0.7, 120)  # fmt: skip
+    (tmp_path / "study" / "ssl_budget" / "infobatch_r0.7_s0" / "probe.json").unlink()
+
+    written = study_summary.export(tmp_path / "study", tmp_path / "out")
+
+    assert sorted(path.name for path in written) == [
+        "ssl_direction_paired.csv",
+        "ssl_direction_results.csv",
+    ]
+    results = _rows(tmp_path / "out" / "ssl_direction_results.csv")
+    expected = [f"{name}_s{seed}" for name in ("random_r0.7", "emp_r0.7") for seed in range(3)]
+    assert sorted(row["run"].removesuffix("_easy") for row in results) == sorted(expected)
+    paired = {(row["variant"], row["metric"]): row for row in _rows(written[1])}
+    easy = paired[("emp (batch, easy)", "probe_top1")]
+    assert int(easy["n"]) == 3
+    assert float(easy["mean_difference"]) == pytest.approx(0.02)  # mean of +1, +3, +2 points
+    assert (int(easy["wins"]), int(easy["losses"])) == (3, 0)
+
+
+def test_the_summary_lists_a_variant_under_the_setting_that_trained_it(tmp_path: Path) -> None:
+    root = tmp_path / "study"
+    for seed in range(2):
+        _fabricate_run(root / "ssl_direction", f"random_r0.7_s{seed}", "random", 0.7, seed,
+                       0.80, 0.7, 80)  # fmt: skip
+        _fabricate_run(root / "ssl_direction", f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed,
+                       0.81, 0.7, 80, overrides=("pruning.direction=easy",))  # fmt: skip
+    _fabricate_run(root / "ssl_budget", "full_e6_s0", "full", 0.7, 0, 0.82, 0.7, 80,
+                   overrides=("train.epochs=6",))  # fmt: skip
+    lines = study_summary.summarise(root)
+    assert any(line.startswith("| ssl_direction | probe_top1 | emp (batch, easy) | 2 |")
+               for line in lines)  # fmt: skip
+    # ssl_budget is compared with ssl_direction's runs but does not list them again
+    assert not any(line.startswith("| ssl_budget | probe_top1 | emp") for line in lines)
