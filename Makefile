@@ -25,8 +25,10 @@ data:
 demo: install data
 	$(VENV)/bin/ssl-emp demo
 
+# tests run in parallel processes (pytest-xdist; one torch thread each, see tests/conftest.py),
+# work-stealing because a few end-to-end tests take a minute or more
 test: install data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check .
