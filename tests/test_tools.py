@@ -82,8 +82,9 @@ def test_study_smoke_run_writes_a_paired_report(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_gpu_study_reduced_mode_prints_the_paired_table(tmp_path) -> None:
+    command = [str(ROOT / "tools" / "gpu_study.sh"), "--reduced", "--rules", "easy_emp,scan"]
     result = subprocess.run(
-        ["bash", str(ROOT / "tools" / "gpu_study.sh"), "--reduced", "--dir", str(tmp_path / "g")],
+        ["bash", *command, "--dir", str(tmp_path / "g")],
         capture_output=True,
         text=True,
         timeout=540,
@@ -93,6 +94,9 @@ def test_gpu_study_reduced_mode_prints_the_paired_table(tmp_path) -> None:
     assert "## Paired differences vs random" in result.stdout
     assert "| emp (batch) | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
     assert "| emp (batch, easy) | 0.7 | 0.7 | probe_top1 | 2 |" in result.stdout
+    # 2 epochs, the first a warm-up and the second SCAN's scoring epoch: SCAN trains on all
+    # data, so it is paired with random trained at its effective rate 0, not at 0.7
+    assert "| scan | 0.7 | 0 | probe_top1 | 2 | +0.00 |" in result.stdout
 
 
 def test_gpu_study_refuses_an_unknown_rule_in_one_line(tmp_path) -> None:
@@ -104,7 +108,10 @@ def test_gpu_study_refuses_an_unknown_rule_in_one_line(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "unknown rule 'sacn' in --rules; choose from easy_loss, easy_emp" in result.stderr
+    assert result.stderr == (
+        "gpu_study.py: error: unknown rule 'sacn' in --rules; choose from easy_loss, easy_emp, "
+        "scan, prototypical\n"
+    )
 
 
 @pytest.mark.slow

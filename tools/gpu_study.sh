@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paired study on one GPU (<= 9 min on an H200-class GPU): Fashion-MNIST 60k, ResNet-18
-# SimCLR, random vs eps_greedy vs EMP at 0.7, 3 seeds; prints the compare --baseline table.
-# Uses .venv when present. Usage: bash tools/gpu_study.sh [--reduced]
+# SimCLR, random vs EMP vs the leading selection rule (--rules, default easy_emp) at 0.7,
+# 3 seeds; prints the compare --baseline table. Past the time limit, run it again: it resumes.
+# Uses .venv when present. Usage: bash tools/gpu_study.sh [--reduced] [--rules R1,R2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=python3
