@@ -68,3 +68,23 @@ def test_the_summary_lists_a_variant_under_the_setting_that_trained_it(tmp_path:
                for line in lines)  # fmt: skip
     # ssl_budget is compared with ssl_direction's runs but does not list them again
     assert not any(line.startswith("| ssl_budget | probe_top1 | emp") for line in lines)
+
+
+def test_a_setting_exports_its_own_runs_with_the_random_runs_it_is_compared_with(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "study"
+    for seed in range(2):
+        _fabricate_run(root / "ssl_direction", f"random_r0.7_s{seed}", "random", 0.7, seed,
+                       0.80, 0.7, 80)  # fmt: skip
+        _fabricate_run(root / "ssl_direction", f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed,
+                       0.81, 0.7, 80, overrides=("pruning.direction=easy",))  # fmt: skip
+        _fabricate_run(root / "ssl_budget", f"infobatch_r0.7_s{seed}", "infobatch", 0.7, seed,
+                       0.83, 0.7, 120)  # fmt: skip
+    (root / "ssl_long").mkdir()  # a sweep that has not written its first run's config yet
+
+    study_summary.export(root, tmp_path / "out")
+
+    runs = sorted(row["run"] for row in _rows(tmp_path / "out" / "ssl_budget_results.csv"))
+    assert runs == ["infobatch_r0.7_s0", "infobatch_r0.7_s1", "random_r0.7_s0", "random_r0.7_s1"]
+    assert not (tmp_path / "out" / "ssl_long_results.csv").exists()

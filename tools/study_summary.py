@@ -55,6 +55,25 @@ def interval(result: PairedResult) -> str:
     )
 
 
+def run_dirs(folder: Path) -> list[Path]:
+    """The run directories in ``folder``; none while it does not exist or its first run has
+    not written its config yet (a sweep creates the folder first)."""
+    if not folder.is_dir() or not any(folder.glob("*/config.yaml")):
+        return []
+    return find_run_dirs([str(folder)])
+
+
+def setting_rows(root: Path, name: str, setting: dict) -> tuple[list[dict], set[str], str]:
+    """The rows of a setting's runs and of the settings it is compared with, the run
+    directories that are the setting's own, and its metric (test top-1 for supervised runs,
+    else the linear probe)."""
+    own = run_dirs(root / name)
+    others = [path for other in setting.get("compare_with", []) for path in run_dirs(root / other)]
+    rows = collect([*own, *others]) if own else []
+    metric = "test_top1" if any(r["method"] == "supervised" for r in rows) else "probe_top1"
+    return rows, {str(path) for path in own}, metric
+
+
 def summarise(root: Path) -> list[str]:
     """Markdown lines of the verdict table for every finished setting under ``root``."""
     lines = [
@@ -62,12 +81,7 @@ def summarise(root: Path) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, setting in settings([0], [0], list(RULES)).items():
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        paths = [str(folder), *(str(root / other) for other in setting.get("compare_with", []))]
-        rows = collect(find_run_dirs([p for p in paths if Path(p).is_dir()]))
-        metric = "test_top1" if any(r["method"] == "supervised" for r in rows) else "probe_top1"
+        rows, own_dirs, metric = setting_rows(root, name, setting)
         rows = [r for r in rows if r[metric] is not None]
         present = [p for p in BASELINES if any(r["variant"] == p for r in rows)]
         seeds = (
@@ -85,7 +99,7 @@ def summarise(root: Path) -> list[str]:
         against_random = {r.variant: r for r in paired_results(rows, "random", [metric])}
         against_best = {r.variant: r for r in paired_results(rows, best, [metric])}
         # variants trained in this setting (those of compare_with settings have their own rows)
-        own = {r["variant"] for r in rows if Path(r["dir"]).parent == folder}
+        own = {r["variant"] for r in rows if r["dir"] in own_dirs}
         for variant, result in against_random.items():
             if variant not in own or (not variant.startswith("emp") and name not in RULE_SETTINGS):
                 continue
@@ -115,20 +129,26 @@ def setting_tables(root: Path) -> list[str]:
 
 
 def export(root: Path, out: Path) -> list[Path]:
-    """Write each setting's results and paired differences over its finished runs into
-    ``out`` (see the module docstring); returns the files written."""
+    """Write each setting's results and paired differences into ``out``.
+
+    A setting's CSVs hold its own finished runs and the finished random runs of the settings
+    it is compared with (its baseline), so no variant appears in two settings' files.
+
+    Returns:
+        The files written.
+    """
     written: list[Path] = []
     out.mkdir(parents=True, exist_ok=True)
     for name, setting in settings([0], [0], list(RULES)).items():
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        paths = [folder, *(root / other for other in setting.get("compare_with", []))]
-        rows = collect(find_run_dirs([str(p) for p in paths if p.is_dir()]))
-        metric = "test_top1" if any(r["method"] == "supervised" for r in rows) else "probe_top1"
-        finished = [str(r["dir"]) for r in rows if r[metric] is not None]
-        own = [run for run in finished if Path(run).parent == folder]
-        if not own or not any(r["variant"] == "random" and r[metric] is not None for r in rows):
+        rows, own_dirs, metric = setting_rows(root, name, setting)
+        finished = [
+            str(r["dir"])
+            for r in rows
+            if r[metric] is not None and (r["dir"] in own_dirs or r["policy"] == "random")
+        ]
+        if not own_dirs.intersection(finished) or not any(
+            r["policy"] == "random" and str(r["dir"]) in finished for r in rows
+        ):
             continue
         with tempfile.TemporaryDirectory() as scratch:
             report = compare(finished, scratch, baseline="random")
