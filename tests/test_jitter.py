@@ -93,8 +93,9 @@ def test_the_jittered_images_are_distributed_as_kornias(
     channels: int, strengths: tuple[float, float, float, float]
 ) -> None:
     """With different seeds, 400 calls on 50 copies of one image (a new step order each
-    call) give the same distribution of per-channel mean and contrast as kornia's ColorJitter:
-    a factor range, the choice probability or the order drawn differently moves them."""
+    call) give the same distribution of per-channel mean and contrast as kornia's
+    ColorJitter. The draws are what this checks (the factors' ranges, the choice probability,
+    the order); the steps themselves are checked against kornia for the same draws above."""
     torch.manual_seed(0)
     images = (torch.rand(1, channels, 12, 12) * 0.8).repeat(50, 1, 1, 1)
     levels = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
@@ -108,6 +109,7 @@ def test_the_jittered_images_are_distributed_as_kornias(
         changed = (out != images.repeat(400, 1, 1, 1)).flatten(1).any(dim=1).float().mean()
         quantiles = [torch.quantile(column, levels) for column in channel_means.T]
         statistics.append(torch.cat([*quantiles, torch.quantile(spreads, levels), changed[None]]))
-    # with these seeds the largest difference is 0.0054; each broken draw tried (hue in
-    # half-turns, a narrower contrast range, p 0.72) moves one by more than 0.008
-    assert torch.allclose(statistics[0], statistics[1], atol=0.008)
+    # sampling error: at most 0.007 (0.0054 with these seeds, 0.0066 with 1,000 calls); a
+    # contrast range [0.6, 1.8] instead of [0.2, 1.8] moves a statistic by 0.047, p = 0.72
+    # instead of 0.8 by 0.073
+    assert torch.allclose(statistics[0], statistics[1], atol=0.02)
