@@ -20,16 +20,19 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _direction_runs(folder: Path, random_probe: list[float], easy_probe: list[float]) -> None:
+    """Finished random and easy-first EMP runs of ssl_direction, seed i with the i-th probes."""
+    for seed, (random_top1, easy_top1) in enumerate(zip(random_probe, easy_probe, strict=True)):
+        _fabricate_run(folder, f"random_r0.7_s{seed}", "random", 0.7, seed, random_top1, 0.7, 80)
+        _fabricate_run(folder, f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed, easy_top1, 0.7, 80,
+                       overrides=("pruning.direction=easy",))  # fmt: skip
+
+
 def test_export_writes_finished_runs_of_each_setting_and_their_paired_differences(
     tmp_path: Path,
 ) -> None:
     direction = tmp_path / "study" / "ssl_direction"
-    random_probe, easy_probe = [0.80, 0.82, 0.81], [0.81, 0.85, 0.83]  # +1, +3, +2 points
-    for seed in range(3):
-        _fabricate_run(direction, f"random_r0.7_s{seed}", "random", 0.7, seed,
-                       random_probe[seed], 0.7, 80)  # fmt: skip
-        _fabricate_run(direction, f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed, easy_probe[seed],
-                       0.7, 80, overrides=("pruning.direction=easy",))  # fmt: skip
+    _direction_runs(direction, [0.80, 0.82, 0.81], [0.81, 0.85, 0.83])  # +1, +3, +2 points
     _fabricate_run(direction, "scan_r0.7_s0", "scan", 0.7, 0, 0.9, 0.9, 80)
     (direction / "scan_r0.7_s0" / "probe.json").unlink()  # still training: left out
     # a setting whose own runs have not finished is not exported, though the runs of the
@@ -56,11 +59,7 @@ def test_export_writes_finished_runs_of_each_setting_and_their_paired_difference
 
 def test_the_summary_lists_a_variant_under_the_setting_that_trained_it(tmp_path: Path) -> None:
     root = tmp_path / "study"
-    for seed in range(2):
-        _fabricate_run(root / "ssl_direction", f"random_r0.7_s{seed}", "random", 0.7, seed,
-                       0.80, 0.7, 80)  # fmt: skip
-        _fabricate_run(root / "ssl_direction", f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed,
-                       0.81, 0.7, 80, overrides=("pruning.direction=easy",))  # fmt: skip
+    _direction_runs(root / "ssl_direction", [0.80, 0.80], [0.81, 0.81])
     _fabricate_run(root / "ssl_budget", "full_e6_s0", "full", 0.7, 0, 0.82, 0.7, 80,
                    overrides=("train.epochs=6",))  # fmt: skip
     lines = study_summary.summarise(root)
@@ -74,11 +73,8 @@ def test_a_setting_exports_its_own_runs_with_the_random_runs_it_is_compared_with
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "study"
+    _direction_runs(root / "ssl_direction", [0.80, 0.80], [0.81, 0.81])
     for seed in range(2):
-        _fabricate_run(root / "ssl_direction", f"random_r0.7_s{seed}", "random", 0.7, seed,
-                       0.80, 0.7, 80)  # fmt: skip
-        _fabricate_run(root / "ssl_direction", f"emp_r0.7_s{seed}_easy", "emp", 0.7, seed,
-                       0.81, 0.7, 80, overrides=("pruning.direction=easy",))  # fmt: skip
         _fabricate_run(root / "ssl_budget", f"infobatch_r0.7_s{seed}", "infobatch", 0.7, seed,
                        0.83, 0.7, 120)  # fmt: skip
     (root / "ssl_long").mkdir()  # a sweep that has not written its first run's config yet
