@@ -79,10 +79,10 @@ def random_at_scan_rate(
 ) -> list[SweepRun]:
     """Train random at the mean effective rate of the SCAN runs in ``sweep_dir`` (same
     seeds), so that ``compare`` pairs SCAN with a run of its own budget; returns those runs."""
-    scan_dirs = [str(path) for path in find_run_dirs([sweep_dir]) if path.name.startswith("scan_")]
+    scan_dirs = [path for path in find_run_dirs([sweep_dir]) if path.name.startswith("scan_")]
     resolved = load_config(config, overrides)
     rate = matched_rate(
-        collect([Path(path) for path in scan_dirs]),
+        collect(scan_dirs),
         resolved.train.epochs,
         resolved.pruning.warmup_epochs,
     )

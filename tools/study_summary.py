@@ -142,16 +142,16 @@ def export(root: Path, out: Path) -> list[Path]:
     for name, setting in settings([0], [0], list(RULES)).items():
         rows, own_dirs, metric = setting_rows(root, name, setting)
         finished = [
-            str(r["dir"])
+            r
             for r in rows
             if r[metric] is not None and (r["dir"] in own_dirs or r["policy"] == "random")
         ]
-        if not own_dirs.intersection(finished) or not any(
-            r["policy"] == "random" and str(r["dir"]) in finished for r in rows
+        if not any(r["dir"] in own_dirs for r in finished) or not any(
+            r["policy"] == "random" for r in finished
         ):
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            report = compare(finished, scratch, baseline="random")
+            report = compare([str(r["dir"]) for r in finished], scratch, baseline="random")
             for kind in ("results", "paired"):
                 target = out / f"{name}_{kind}.csv"
                 shutil.copyfile(report / f"{kind}.csv", target)
