@@ -1,6 +1,7 @@
 """One verdict table for the whole study: in each setting, does EMP (or, in the settings of
 the selection rules, any rule) beat random and the best baseline, with a 95 % paired
-interval that excludes zero? Unfinished settings are summarised over the runs they have.
+interval that excludes zero? SSL rows also give the kNN verdict against random. Unfinished
+settings are summarised over the runs they have.
 
 For every setting directory of ``tools/study.py`` it collects the runs (with the settings
 they are compared with), takes the setting's metric (linear probe for SSL, test top-1 for
@@ -74,29 +75,53 @@ def setting_rows(root: Path, name: str, setting: dict) -> tuple[list[dict], set[
     return rows, {str(path) for path in own}, metric
 
 
+def planned_rates(setting: dict) -> set[float]:
+    """The nominal rates of a setting's grid, without the rates random is trained at later to
+    match another policy's budget."""
+    prefix = "pruning.rate="
+    return {
+        float(override.removeprefix(prefix))
+        for run in setting["runs"]
+        for override in run.overrides
+        if override.startswith(prefix)
+    }
+
+
 def summarise(root: Path) -> list[str]:
     """Markdown lines of the verdict table for every finished setting under ``root``."""
     lines = [
-        "| setting | metric | variant | n | vs random | best baseline | vs best baseline |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | metric | variant | n | vs random | best baseline | vs best baseline "
+        "| kNN vs random |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, setting in settings([0], [0], list(RULES)).items():
         rows, own_dirs, metric = setting_rows(root, name, setting)
         rows = [r for r in rows if r[metric] is not None]
-        present = [p for p in BASELINES if any(r["variant"] == p for r in rows)]
+        rates = planned_rates(setting)
+        baseline_rows = [r for r in rows if r["variant"] in BASELINES and r["rate"] in rates]
+        present = [p for p in BASELINES if any(r["variant"] == p for r in baseline_rows)]
         seeds = (
-            set.intersection(*({r["seed"] for r in rows if r["variant"] == p} for p in present))
+            set.intersection(
+                *({r["seed"] for r in baseline_rows if r["variant"] == p} for p in present)
+            )
             if present
             else set()
         )
         means = {  # over the seeds every baseline has, so the choice is paired too
-            policy: mean(r[metric] for r in rows if r["variant"] == policy and r["seed"] in seeds)
+            policy: mean(
+                r[metric] for r in baseline_rows if r["variant"] == policy and r["seed"] in seeds
+            )
             for policy in present
         }
         if "random" not in means:
             continue
         best = max(means, key=lambda policy: means[policy])
         against_random = {r.variant: r for r in paired_results(rows, "random", [metric])}
+        knn_against_random = (  # SSL runs: the kNN verdict beside the probe's
+            {r.variant: r for r in paired_results(rows, "random", ["knn_top1"])}
+            if metric == "probe_top1"
+            else {}
+        )
         against_best = {r.variant: r for r in paired_results(rows, best, [metric])}
         # variants trained in this setting (those of compare_with settings have their own rows)
         own = {r["variant"] for r in rows if r["dir"] in own_dirs}
@@ -109,9 +134,11 @@ def summarise(root: Path) -> list[str]:
                 versus_best = "(is random)"
             else:
                 versus_best = interval(against_best[variant])
+            knn = knn_against_random.get(variant)
             lines.append(
                 f"| {name} | {metric} | {variant} | {len(result.differences)} | "
-                f"{interval(result)} | {best} ({100 * means[best]:.2f}) | {versus_best} |"
+                f"{interval(result)} | {best} ({100 * means[best]:.2f}) | {versus_best} | "
+                f"{interval(knn) if knn is not None else ''} |"
             )
     return lines
 
