@@ -10,6 +10,11 @@ toolkit cannot change an experiment half-way, and record that commit with the re
     .venv/bin/python tools/study.py --subset 600 --batch-size 64 --epochs 2 --seeds 0,1 \
         --headline-seeds 0,1 --dir /tmp/s --only ssl_direction     # smoke
 
+Two processes can share one setting: ``--shard 0/2`` and ``--shard 1/2`` each train every
+other run (runs lock their directories, so no run is trained twice); steps that need every
+run of a setting (random at a matched rate, the choice of the best rules) wait for the other
+shard.
+
 Rules that keep a budget of their own (InfoBatch, SCAN) are paired with random at the
 effective rate they reached: once their runs are done, random is trained at the nominal rate
 whose effective rate matches theirs, with the same seeds (``compare`` pairs runs by budget).
@@ -220,20 +225,36 @@ def settings(seeds: list[int], headline_seeds: list[int], rules: list[str]) -> d
     }
 
 
+WAIT_S = 60.0  # between checks while waiting for the other shard
+
+
+def wait_for(folder: Path, names: set[str], evaluated: bool, what: str) -> list[dict[str, Any]]:
+    """The rows of ``folder`` once every run in ``names`` has finished (and, with
+    ``evaluated``, has its probe result): runs of the other shard may still be training."""
+    announced = False
+    while True:
+        rows = collect(find_run_dirs([str(folder)])) if folder.is_dir() else []
+        done = {
+            row["run"]
+            for row in rows
+            if (folder / row["run"] / "scores.npz").is_file()
+            and (row["probe_top1"] is not None or not evaluated)
+        }
+        missing = sorted(names - done)
+        if not missing:
+            return rows
+        if not announced:
+            print(f"=== waiting for {len(missing)} runs of {folder} ({what})", flush=True)
+            announced = True
+        time.sleep(WAIT_S)
+
+
 def best_rules(folder: Path, seeds: list[int], rules: list[str], count: int = 2) -> list[str]:
     """The ``count`` rules of ``ssl_direction`` with the largest mean paired probe gain over
     random (each paired with random of its own budget), once every run of ``rules`` with
     ``seeds`` in ``folder`` has its probe result."""
-    rows = collect(find_run_dirs([str(folder)])) if folder.is_dir() else []
-    probed = {row["run"] for row in rows if row["probe_top1"] is not None}
-    missing = [
-        run.name for rule in rules for run in rule_runs(rule, 0.7, seeds) if run.name not in probed
-    ]
-    if missing:
-        raise SystemExit(
-            f"{folder} is not finished ({len(missing)} runs without a probe result, e.g. "
-            f"{missing[0]}); run --only ssl_direction first, or pass --long-rules"
-        )
+    names = {run.name for rule in rules for run in rule_runs(rule, 0.7, seeds)}
+    rows = wait_for(folder, names, evaluated=True, what="the best rules")
     pairs = baseline_pairs(rows, "random")
     gains: dict[str, float] = {}
     for rule in rules:
@@ -291,27 +312,20 @@ def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[
         full_epochs = same_budget_epochs(subset, epochs, 0.7, warmup)
         runs += full_budget_runs(full_epochs, setting["budget_seeds"])
     started = time.perf_counter()
-    print(f"=== {name}: {len(runs)} runs -> {out}", flush=True)
-    sweep(config_path, str(out), runs, overrides, evaluate=not args.no_eval)
+    mine = runs[args.shard_index :: args.shards]
+    print(f"=== {name}: {len(mine)} of {len(runs)} runs -> {out}", flush=True)
+    sweep(config_path, str(out), mine, overrides, evaluate=not args.no_eval)
     for policy in setting.get("match_random", []):
-        trained = any(f"pruning.policy={policy}" in run.overrides for run in runs)
-        if POLICIES[policy].hard_rate or not trained:
+        planned = {run.name for run in runs if f"pruning.policy={policy}" in run.overrides}
+        if POLICIES[policy].hard_rate or not planned:
             continue
-        done = [
-            row
-            for row in collect(find_run_dirs([str(out)]))
-            if row["policy"] == policy and row["effective_rate"] is not None
-        ]
+        rows = wait_for(out, planned, evaluated=False, what=f"{policy}'s effective rate")
+        done = [row for row in rows if row["run"] in planned]
         rate = matched_rate(done, epochs, warmup)
         seeds = sorted({row["seed"] for row in done})
         print(f"=== {name}: random at {rate:g}, {policy}'s effective rate", flush=True)
-        sweep(
-            config_path,
-            str(out),
-            plan_runs(["random"], [rate], seeds),
-            overrides,
-            evaluate=not args.no_eval,
-        )
+        matched = plan_runs(["random"], [rate], seeds)[args.shard_index :: args.shards]
+        sweep(config_path, str(out), matched, overrides, evaluate=not args.no_eval)
     others = [Path(args.dir) / other for other in setting.get("compare_with", [])]
     present = [str(path) for path in (out, *others) if path.is_dir()]
     compare(present, str(out))  # baseline: random, when present
@@ -349,7 +363,17 @@ def main() -> None:
         "--only and one thread each share a 2-core machine better than one with two",
     )
     parser.add_argument("--no-eval", action="store_true", help="train only (for smoke tests)")
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: train every N-th run of each setting, starting at I (two processes on one "
+        "setting: 0/2 and 1/2)",
+    )
     args = parser.parse_args()
+    index, _, count = args.shard.partition("/")
+    args.shard_index, args.shards = int(index), int(count or 1)
+    if not 0 <= args.shard_index < args.shards:
+        parser.error(f"--shard {args.shard}: use I/N with 0 <= I < N")
     args.long_rules = [rule for rule in args.long_rules.split(",") if rule]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     headline = [int(seed) for seed in args.headline_seeds.split(",")]
