@@ -58,7 +58,8 @@ def add_commands(
         "report.md (mean ± std over seeds) and PNG plots: accuracy vs effective pruning rate, "
         "memory-term distributions per rate over epochs, training-frequency histograms, cost. "
         "With a baseline policy (default: random when present) also paired differences: each "
-        "run minus the baseline run of the same rate and seed, mean, 95 %% t-interval and "
+        "run minus the baseline run of the same seed and budget (InfoBatch and SCAN meet random "
+        "at their effective rate), mean, 95 % t-interval and "
         "wins/ties/losses per variant (report.md, paired.csv, paired_differences.png).",
         formatter_class=formatter,
     )
