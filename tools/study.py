@@ -13,7 +13,7 @@ toolkit cannot change an experiment half-way, and record that commit with the re
 Two processes can share one setting: ``--shard 0/2`` and ``--shard 1/2`` each train every
 other run (runs lock their directories, so no run is trained twice); steps that need every
 run of a setting (random at a matched rate, the choice of the best rules) wait for the other
-shard.
+shard. The runs random is matched to come first in each shard's share, so that wait is short.
 
 Rules that keep a budget of their own (InfoBatch, SCAN) are paired with random at the
 effective rate they reached: once their runs are done, random is trained at the nominal rate
@@ -285,6 +285,16 @@ def matched_rate(rows: list[dict[str, Any]], epochs: int, warmup: int) -> float:
     return round(min(0.99, effective * epochs / (epochs - warmup)), 3)
 
 
+def dependencies_first(runs: list[SweepRun], policies: list[str]) -> list[SweepRun]:
+    """``runs`` with the runs of ``policies`` (those random is matched to afterwards) moved to
+    the front, otherwise in their order. Each shard then trains its share of them first, and
+    by the time it reaches the matched-rate step the other shard has finished its share too,
+    instead of one shard idling until the other's last InfoBatch or SCAN run is done."""
+    marks = {f"pruning.policy={policy}" for policy in policies}
+    first = [run for run in runs if marks.intersection(run.overrides)]
+    return [*first, *(run for run in runs if not marks.intersection(run.overrides))]
+
+
 def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[str]) -> None:
     """Train, evaluate and compare one setting (restartable)."""
     out = Path(args.dir) / name
@@ -312,6 +322,7 @@ def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[
         full_epochs = same_budget_epochs(subset, epochs, 0.7, warmup)
         runs += full_budget_runs(full_epochs, setting["budget_seeds"])
     started = time.perf_counter()
+    runs = dependencies_first(runs, setting.get("match_random", []))
     mine = runs[args.shard_index :: args.shards]
     print(f"=== {name}: {len(mine)} of {len(runs)} runs -> {out}", flush=True)
     sweep(config_path, str(out), mine, overrides, evaluate=not args.no_eval)
