@@ -285,14 +285,19 @@ def matched_rate(rows: list[dict[str, Any]], epochs: int, warmup: int) -> float:
     return round(min(0.99, effective * epochs / (epochs - warmup)), 3)
 
 
+def runs_of(runs: list[SweepRun], policy: str) -> list[SweepRun]:
+    """The runs of ``runs`` that train ``policy``."""
+    return [run for run in runs if f"pruning.policy={policy}" in run.overrides]
+
+
 def dependencies_first(runs: list[SweepRun], policies: list[str]) -> list[SweepRun]:
     """``runs`` with the runs of ``policies`` (those random is matched to afterwards) moved to
     the front, otherwise in their order. Each shard then trains its share of them first, and
     by the time it reaches the matched-rate step the other shard has finished its share too,
     instead of one shard idling until the other's last InfoBatch or SCAN run is done."""
-    marks = {f"pruning.policy={policy}" for policy in policies}
-    first = [run for run in runs if marks.intersection(run.overrides)]
-    return [*first, *(run for run in runs if not marks.intersection(run.overrides))]
+    chosen = {run.name for policy in policies for run in runs_of(runs, policy)}
+    first = [run for run in runs if run.name in chosen]
+    return [*first, *(run for run in runs if run.name not in chosen)]
 
 
 def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[str]) -> None:
@@ -327,7 +332,7 @@ def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[
     print(f"=== {name}: {len(mine)} of {len(runs)} runs -> {out}", flush=True)
     sweep(config_path, str(out), mine, overrides, evaluate=not args.no_eval)
     for policy in setting.get("match_random", []):
-        planned = {run.name for run in runs if f"pruning.policy={policy}" in run.overrides}
+        planned = {run.name for run in runs_of(runs, policy)}
         if POLICIES[policy].hard_rate or not planned:
             continue
         rows = wait_for(out, planned, evaluated=False, what=f"{policy}'s effective rate")
