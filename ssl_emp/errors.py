@@ -1,4 +1,5 @@
-"""Error types: bad user input, a diverged run, a non-finite loss.
+"""Error types: bad user input (and a run directory another process holds), a diverged run,
+a non-finite loss.
 
 The CLI turns a ``UserInputError`` into a one-line message on stderr and exit code 2, so every
 check on user input raises this type with a message that names the problem and the fix.
@@ -7,6 +8,13 @@ check on user input raises this type with a message that names the problem and t
 
 class UserInputError(Exception):
     """Bad input from the user (config, data, run directory); reported without a traceback."""
+
+
+class RunDirectoryBusyError(UserInputError):
+    """Another process holds the run directory's lock (it trains or evaluates the run).
+
+    A shared sweep (``ssl-emp sweep --share``) skips such a run instead of stopping.
+    """
 
 
 class TrainingDivergedError(Exception):

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import yaml
 
 from ssl_emp.cli import main
 from ssl_emp.config import load_config
-from ssl_emp.errors import UserInputError
+from ssl_emp.engine.lock import RunLock
+from ssl_emp.errors import RunDirectoryBusyError, UserInputError
 from ssl_emp.experiments.compare import aggregate, collect, compare
 from ssl_emp.experiments.paired import budget_gap, paired_interval, paired_results
 from ssl_emp.experiments.sweep import find_run_dirs, plan_runs, sweep
@@ -405,3 +408,107 @@ def test_budget_gap_is_the_effective_rate_gap_for_runs_of_one_length() -> None:
     assert budget_gap({"visits": 130, "effective_rate": 0.35}, base) == pytest.approx(0.25)
     # a run of half the length: 100 visits of N x E' = 100, against the same 200
     assert budget_gap({"visits": 84, "effective_rate": 0.0}, base) == pytest.approx(0.02)
+
+
+def _shared_sweep_setup(tmp_path: Path) -> tuple[str, list[str], list, Path]:
+    config = str(ROOT / "configs" / "simclr_fashion_mnist.yaml")
+    overrides = [*TINY_OVERRIDES, "data.subset=null", "train.batch_size=8", "eval.knn_k=5"]
+    return config, overrides, plan_runs(["full", "random"], [0.5], [0]), tmp_path / "sweep"
+
+
+def test_a_shared_sweep_skips_the_runs_another_process_holds(tmp_path: Path, capsys) -> None:
+    config, overrides, runs, sweep_dir = _shared_sweep_setup(tmp_path)
+    held_dir = sweep_dir / runs[0].name
+    held_dir.mkdir(parents=True)
+    (held_dir / "notes.txt").write_text("the other process's file")
+    other_process = RunLock(held_dir)  # a second open file: flock refuses it like a process
+    other_process.acquire()
+    # an ordinary sweep stops at the held run, naming its holder, and changes nothing in it
+    with pytest.raises(RunDirectoryBusyError, match=r"is in use by process \d+"):
+        sweep(config, str(sweep_dir), runs, overrides, evaluate=False)
+    statuses = sweep(config, str(sweep_dir), runs, overrides, evaluate=False, share=True)
+    assert [status["name"] for status in statuses] == [runs[1].name]
+    assert f"{runs[0].name}: busy" in capsys.readouterr().out
+    assert sorted(path.name for path in held_dir.iterdir()) == [".lock", "notes.txt"]
+    assert (sweep_dir / runs[1].name / "scores.npz").is_file()
+    other_process.release()
+    statuses = sweep(config, str(sweep_dir), runs, overrides, evaluate=False, share=True)
+    assert [status["action"] for status in statuses] == ["start", "done"]
+    # a finished run another process evaluates is not evaluated twice
+    other_process.acquire()
+    sweep(config, str(sweep_dir), runs, overrides, share=True)
+    assert not (held_dir / "probe.json").exists()
+    assert (sweep_dir / runs[1].name / "probe.json").is_file()
+    assert (sweep_dir / runs[1].name / "knn.json").is_file()
+    other_process.release()
+
+
+def test_sweep_json_keeps_the_runs_other_processes_recorded_meanwhile(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from ssl_emp.experiments import sweep as sweep_module
+
+    config, overrides, runs, sweep_dir = _shared_sweep_setup(tmp_path)
+    trained = sweep_module.train
+
+    def train_while_another_process_records(run_config):  # noqa: ANN001, ANN202
+        header = {"config": config, "overrides": overrides, "shared": {}}
+        other = {"name": f"other_{Path(run_config.run.dir).name}", "action": "start"}
+        sweep_module.record_status(sweep_dir, header, other)
+        return trained(run_config)
+
+    monkeypatch.setattr(sweep_module, "train", train_while_another_process_records)
+    sweep(config, str(sweep_dir), runs, overrides, evaluate=False)
+    names = [entry["name"] for entry in json.loads((sweep_dir / "sweep.json").read_text())["runs"]]
+    assert names == ["other_full_s0", "full_s0", "other_random_r0.5_s0", "random_r0.5_s0"]
+
+
+def test_a_run_taken_between_the_check_and_the_trainer_is_skipped(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from ssl_emp.experiments import sweep as sweep_module
+
+    config, overrides, runs, sweep_dir = _shared_sweep_setup(tmp_path)
+    trained, other_process = sweep_module.train, RunLock(sweep_dir / runs[0].name)
+
+    def taken_just_before_training(run_config):  # noqa: ANN001, ANN202
+        if Path(run_config.run.dir).name == runs[0].name:
+            other_process.acquire()  # after the sweep's check let the directory go
+        return trained(run_config)
+
+    monkeypatch.setattr(sweep_module, "train", taken_just_before_training)
+    statuses = sweep(config, str(sweep_dir), runs, overrides, evaluate=False, share=True)
+    assert [status["name"] for status in statuses] == [runs[1].name]
+    assert f"{runs[0].name}: busy (taken meanwhile)" in capsys.readouterr().out
+    assert not (sweep_dir / runs[0].name / "config.yaml").exists()
+    other_process.release()
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sweep_and_train_each_run_once(tmp_path: Path) -> None:
+    """Two real ``ssl-emp sweep --share`` processes on one grid: the second starts while the
+    first trains its first run; both finish, and every run is trained by exactly one of
+    them."""
+    sweep_dir, seeds = tmp_path / "sweep", "0,1"
+    command = [sys.executable, "-m", "ssl_emp", "sweep", "--share", "--no-eval", "-c"]
+    command += [str(ROOT / "configs" / "simclr_fashion_mnist.yaml"), "--dir", str(sweep_dir)]
+    command += ["--policies", "random,topk", "--rates", "0.5", "--seeds", seeds]
+    command += [*TINY_OVERRIDES, "data.subset=null", "data.synthetic_size=192", "train.epochs=3"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert first.stdout is not None
+    lines = [first.stdout.readline()]
+    while ": start" not in lines[-1]:
+        assert lines[-1], "the first process ended before it started a run"
+        lines.append(first.stdout.readline())
+    second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    rest, _ = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
+    outputs = ["".join(lines) + rest, second.stdout]
+    names = [run.name for run in plan_runs(["random", "topk"], [0.5], [0, 1])]
+    started = [[name for name in names if f"{name}: start" in out] for out in outputs]
+    assert sorted(started[0] + started[1]) == sorted(names)  # each run once, none twice
+    assert started[0] and started[1]  # the second process took runs of its own
+    for name in names:
+        assert len(metrics_records(sweep_dir / name)) == 3
+    recorded = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
+    assert sorted(entry["name"] for entry in recorded) == sorted(names)

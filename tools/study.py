@@ -10,10 +10,13 @@ toolkit cannot change an experiment half-way, and record that commit with the re
     .venv/bin/python tools/study.py --subset 600 --batch-size 64 --epochs 2 --seeds 0,1 \
         --headline-seeds 0,1 --dir /tmp/s --only ssl_direction     # smoke
 
-Two processes can share one setting: ``--shard 0/2`` and ``--shard 1/2`` each train every
-other run (runs lock their directories, so no run is trained twice); steps that need every
-run of a setting (random at a matched rate, the choice of the best rules) wait for the other
-shard. The runs random is matched to come first in each shard's share, so that wait is short.
+Several processes can share one study: started with ``--share``, the same command N times
+(one per core or GPU), each trains the next run of a setting that no other process holds
+(``ssl-emp sweep --share``; runs lock their directories, so no run is trained twice), so a
+long run in one process does not leave the others idle at the end. ``--shard 0/2`` and
+``--shard 1/2`` instead split each setting's runs statically (every other run). Steps that
+need every run of a setting (random at a matched rate, the choice of the best rules) wait for
+the other processes. The runs random is matched to come first, so that wait is short.
 
 Rules that keep a budget of their own (InfoBatch, SCAN) are paired with random at the
 effective rate they reached: once their runs are done, random is trained at the nominal rate
@@ -330,7 +333,7 @@ def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[
     runs = dependencies_first(runs, setting.get("match_random", []))
     mine = runs[args.shard_index :: args.shards]
     print(f"=== {name}: {len(mine)} of {len(runs)} runs -> {out}", flush=True)
-    sweep(config_path, str(out), mine, overrides, evaluate=not args.no_eval)
+    sweep(config_path, str(out), mine, overrides, evaluate=not args.no_eval, share=args.share)
     for policy in setting.get("match_random", []):
         planned = {run.name for run in runs_of(runs, policy)}
         if POLICIES[policy].hard_rate or not planned:
@@ -341,7 +344,9 @@ def run_setting(name: str, setting: dict, args: argparse.Namespace, rules: list[
         seeds = sorted({row["seed"] for row in done})
         print(f"=== {name}: random at {rate:g}, {policy}'s effective rate", flush=True)
         matched = plan_runs(["random"], [rate], seeds)[args.shard_index :: args.shards]
-        sweep(config_path, str(out), matched, overrides, evaluate=not args.no_eval)
+        sweep(
+            config_path, str(out), matched, overrides, evaluate=not args.no_eval, share=args.share
+        )
     others = [Path(args.dir) / other for other in setting.get("compare_with", [])]
     present = [str(path) for path in (out, *others) if path.is_dir()]
     compare(present, str(out))  # baseline: random, when present
@@ -385,7 +390,15 @@ def main() -> None:
         help="I/N: train every N-th run of each setting, starting at I (two processes on one "
         "setting: 0/2 and 1/2)",
     )
+    parser.add_argument(
+        "--share",
+        action="store_true",
+        help="several processes run this same command: each trains the next run no other "
+        "holds (balances runs of different lengths; not with --shard)",
+    )
     args = parser.parse_args()
+    if args.share and args.shard != "0/1":
+        parser.error("--share and --shard exclude each other: --share balances the runs itself")
     index, _, count = args.shard.partition("/")
     args.shard_index, args.shards = int(index), int(count or 1)
     if not 0 <= args.shard_index < args.shards:

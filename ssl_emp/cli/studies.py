@@ -49,6 +49,12 @@ def add_commands(
         "eps_greedy, emp, prototypical): hard (keep the highest), easy (keep the lowest)",
     )
     sweep.add_argument("--no-eval", action="store_true", help="skip the probe and kNN")
+    sweep.add_argument(
+        "--share",
+        action="store_true",
+        help="several processes run this same command (one per core or GPU): each trains "
+        "the next run no other holds and skips the ones they hold, instead of stopping",
+    )
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every run")
 
     compare = commands.add_parser(
@@ -111,9 +117,14 @@ def run_sweep(args: argparse.Namespace) -> None:
         estimators=split_list(args.estimators, str, "--estimators"),
         directions=split_list(args.directions, str, "--directions"),
     )
-    statuses = sweep(args.config, args.dir, runs, args.overrides, evaluate=not args.no_eval)
+    statuses = sweep(
+        args.config, args.dir, runs, args.overrides, evaluate=not args.no_eval, share=args.share
+    )
+    held = len(runs) - len(statuses)
+    others = f" ({held} held by other processes)" if held else ""
     print(
-        f"done: {len(statuses)} runs in {args.dir}; compare them with `ssl-emp compare {args.dir}`"
+        f"done: {len(statuses)} runs in {args.dir}{others}; compare them with "
+        f"`ssl-emp compare {args.dir}`"
     )
 
 

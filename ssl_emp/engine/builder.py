@@ -133,12 +133,15 @@ def check_batch_size(config: Config, num_samples: int, pruner: Pruner, world_siz
 def prepare_run_directory(config: Config, context: DistributedContext) -> RunDirectory:
     """Rank 0 creates (or checks) the run directory; every rank fails alike if it cannot."""
     error, run = None, RunDirectory(config.run.dir)
+    refusal: UserInputError | None = None
     if context.is_main:
         try:
             run = RunDirectory.prepare(config)
         except UserInputError as problem:
-            error = str(problem)
+            error, refusal = str(problem), problem
     error = broadcast_error(error)
+    if refusal is not None:
+        raise refusal  # its own type: a shared sweep skips a busy run directory
     if error is not None:
         raise UserInputError(error)
     return run

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ssl_emp.errors import UserInputError
+from ssl_emp.errors import RunDirectoryBusyError
 
 LOCK_FILE = ".lock"
 
@@ -41,7 +41,7 @@ class RunLock:
         """Take the lock or raise a one-line error naming the process that holds it.
 
         Raises:
-            UserInputError: another process trains into the directory.
+            RunDirectoryBusyError: another process holds the directory.
         """
         if self.held:
             return
@@ -52,7 +52,7 @@ class RunLock:
             stream.seek(0)
             holder = stream.read().strip()
             stream.close()
-            raise UserInputError(
+            raise RunDirectoryBusyError(
                 f"run directory {self.path.parent} is in use by {describe_holder(holder)}; "
                 "wait for it to finish or stop it (two processes must not train into one "
                 "run.dir)"

@@ -8,10 +8,15 @@ before its first checkpoint is started over. ``sweep.json`` records the base con
 shared overrides and the settings they resolve to; a re-run whose shared settings differ is
 refused (naming them), so one sweep directory never mixes two settings. Every cell's config is
 checked before the first one trains, and the sweep ends with a table of its results.
+
+With ``share`` several processes run one sweep: each takes the next run no other process
+holds, by the run directory's lock (:func:`claim`), and all add their runs to ``sweep.json``
+(:func:`record_status`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from collections.abc import Sequence
@@ -21,8 +26,9 @@ from pathlib import Path
 from ssl_emp.config import Config, load_config
 from ssl_emp.engine.builder import check_method_options
 from ssl_emp.engine.checkpoint import list_checkpoints
+from ssl_emp.engine.lock import RunLock
 from ssl_emp.engine.run_dir import RunDirectory
-from ssl_emp.errors import UserInputError
+from ssl_emp.errors import RunDirectoryBusyError, UserInputError
 from ssl_emp.eval import LinearProbe, WeightedKnn
 from ssl_emp.experiments.evaluate import evaluate_run
 from ssl_emp.experiments.train import train
@@ -36,6 +42,7 @@ from ssl_emp.pruning.scores import SCORES
 ESTIMATORS = ("batch", "bank")
 
 MANIFEST = "sweep.json"
+MANIFEST_LOCK = ".sweep.lock"  # serialises updates of sweep.json by processes sharing a sweep
 
 
 @dataclass(frozen=True)
@@ -217,12 +224,57 @@ def results_table(root: Path, runs: Sequence[SweepRun]) -> list[str]:
     return lines
 
 
+def run_action(run_dir: Path) -> str:
+    """What a sweep does with a run: ``done`` (trained), ``resume`` (has a checkpoint) or
+    ``start``."""
+    if training_finished(run_dir):
+        return "done"
+    if list_checkpoints(RunDirectory(run_dir).checkpoint_dir):
+        return "resume"
+    return "start"
+
+
+def claim(run_dir: Path) -> RunLock | None:
+    """The run directory's lock, or None while another process holds it (trains or
+    evaluates the run). A shared sweep decides what to do with a run under this lock, so two
+    processes never both take a run that only one of them may train."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except RunDirectoryBusyError:
+        return None
+    return lock
+
+
+def record_status(root: Path, header: dict[str, object], status: dict[str, object]) -> None:
+    """Add one run's status to ``root/sweep.json``, read afresh under a lock: processes that
+    share a sweep (``share``, or ``tools/study.py --shard``) each add their own runs without
+    dropping the ones the others recorded since they started. Runs keep their first order; a
+    later status replaces an earlier one of the same name."""
+    with open(root / MANIFEST_LOCK, "a", encoding="utf-8") as stream:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        path = root / MANIFEST
+        existing = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+        recorded = {str(entry["name"]): entry for entry in existing}
+        recorded[str(status["name"])] = status
+        write_json(path, {**header, "runs": list(recorded.values())})
+
+
+def evaluate_missing(run_dir: Path) -> None:
+    """The linear probe and kNN results a finished SSL run does not have yet."""
+    for evaluator in (LinearProbe(), WeightedKnn()):
+        if not RunDirectory(run_dir).result_path(evaluator.name).is_file():
+            evaluate_run(evaluator, str(run_dir))
+
+
 def sweep(
     config_path: str,
     sweep_dir: str,
     runs: Sequence[SweepRun],
     overrides: Sequence[str] = (),
     evaluate: bool = True,
+    share: bool = False,
 ) -> list[dict[str, object]]:
     """Train and evaluate every run of the grid that is not done yet.
 
@@ -232,26 +284,34 @@ def sweep(
         runs: the grid (see :func:`plan_runs`).
         overrides: overrides applied to every run (before the run's own).
         evaluate: run the linear probe and kNN on SSL runs.
+        share: other processes run the same sweep: a run another process holds (trains or
+            evaluates) is skipped as ``busy`` instead of stopping the sweep, so N copies of
+            one command share its runs, each taking the next free one. Without it a held run
+            stops the sweep with an error naming the process.
 
     Returns:
         One status record per run (also written to ``sweep.json``).
     """
     root = Path(sweep_dir)
     shared = shared_settings(load_config(config_path, overrides))
-    manifest = check_same_sweep(root, config_path, shared)
+    check_same_sweep(root, config_path, shared)
     check_cells(config_path, runs, overrides, root)
     root.mkdir(parents=True, exist_ok=True)
-    # runs of earlier invocations stay listed; this one's replace theirs by name
-    recorded = {str(status["name"]): status for status in manifest.get("runs", [])}
+    header: dict[str, object] = {
+        "config": config_path,
+        "overrides": list(overrides),
+        "shared": shared,
+    }
     statuses: list[dict[str, object]] = []
+    busy: list[str] = []
     for position, run in enumerate(runs, start=1):
         run_dir = root / run.name
-        if training_finished(run_dir):
-            action = "done"
-        elif list_checkpoints(RunDirectory(run_dir).checkpoint_dir):
-            action = "resume"
-        else:
-            action = "start"
+        held = claim(run_dir) if share else None
+        if share and held is None:
+            print(f"[{position}/{len(runs)}] {run.name}: busy (another process has it)", flush=True)
+            busy.append(run.name)
+            continue
+        action = run_action(run_dir)
         print(f"[{position}/{len(runs)}] {run.name}: {action}", flush=True)
         started = time.perf_counter()
         flags = {"done": [], "resume": ["run.resume=true"], "start": ["run.overwrite=true"]}
@@ -259,22 +319,33 @@ def sweep(
             config_path, [*overrides, *run.overrides, f"run.dir={run_dir}", *flags[action]]
         )
         if action != "done":
-            train(config)
+            if held is not None:
+                held.release()  # the trainer takes the directory's lock itself
+            try:
+                train(config)
+            except RunDirectoryBusyError:
+                if not share:
+                    raise
+                # another process took the run between our check and the trainer's lock
+                print(f"[{position}/{len(runs)}] {run.name}: busy (taken meanwhile)", flush=True)
+                busy.append(run.name)
+                continue
+            held = claim(run_dir) if share else None
         if evaluate and not method_class(config.method.name).supervised:
-            for evaluator in (LinearProbe(), WeightedKnn()):
-                if not RunDirectory(run_dir).result_path(evaluator.name).is_file():
-                    evaluate_run(evaluator, str(run_dir))
+            if share and held is None:
+                busy.append(run.name)  # another process evaluates it
+            else:
+                evaluate_missing(run_dir)
+        if held is not None:
+            held.release()
         status = {**asdict(run), "action": action, "seconds": time.perf_counter() - started}
         statuses.append(status)
-        recorded[run.name] = status
-        write_json(
-            root / MANIFEST,
-            {
-                "config": config_path,
-                "overrides": list(overrides),
-                "shared": shared,
-                "runs": list(recorded.values()),
-            },
+        record_status(root, header, status)
+    if busy:
+        print(
+            f"{len(busy)} runs were held by other processes ({', '.join(busy[:4])}"
+            f"{', ...' if len(busy) > 4 else ''}); their results appear when those finish",
+            flush=True,
         )
     table = results_table(root, runs)
     if table:
