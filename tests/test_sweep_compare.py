@@ -512,3 +512,17 @@ def test_two_processes_share_one_sweep_and_train_each_run_once(tmp_path: Path) -
         assert len(metrics_records(sweep_dir / name)) == 3
     recorded = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
     assert sorted(entry["name"] for entry in recorded) == sorted(names)
+
+
+def test_a_batch_larger_than_a_cells_kept_samples_stops_the_sweep_before_training(
+    tmp_path: Path,
+) -> None:
+    """96 samples at rate 0.9 keep ceil(0.1 * 96) = 10 a epoch, fewer than a batch of 16: the
+    0.9 cell is refused, naming it, before the 0.3 cell trains."""
+    config = str(ROOT / "configs" / "simclr_fashion_mnist.yaml")
+    overrides = [*TINY_OVERRIDES, "data.subset=null", "data.synthetic_size=96"]
+    runs = plan_runs(["random"], [0.3, 0.9], [0])
+    message = r"sweep cell random_r0.9_s0: train.batch_size=16 exceeds the 10 samples kept"
+    with pytest.raises(UserInputError, match=message):
+        sweep(config, str(tmp_path / "sweep"), runs, overrides)
+    assert not (tmp_path / "sweep").exists()

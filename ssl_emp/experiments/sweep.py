@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ssl_emp.config import Config, load_config
-from ssl_emp.engine.builder import check_method_options
+from ssl_emp.data.sources import build_datasets
+from ssl_emp.engine.builder import check_batch_size, check_method_options
 from ssl_emp.engine.checkpoint import list_checkpoints
 from ssl_emp.engine.lock import RunLock
 from ssl_emp.engine.run_dir import RunDirectory
@@ -35,7 +36,7 @@ from ssl_emp.experiments.train import train
 from ssl_emp.experiments.variants import flatten
 from ssl_emp.io import write_json
 from ssl_emp.methods import method_class
-from ssl_emp.pruning import POLICIES
+from ssl_emp.pruning import POLICIES, Pruner
 from ssl_emp.pruning.options import check_pruning_options
 from ssl_emp.pruning.scores import SCORES
 
@@ -182,13 +183,32 @@ def check_cells(
     config_path: str, runs: Sequence[SweepRun], overrides: Sequence[str], root: Path
 ) -> None:
     """Load and check every cell's config before the first one trains, so a bad value stops
-    the sweep at once instead of after the cells before it."""
+    the sweep at once instead of after the cells before it; that includes a batch larger
+    than the samples a cell keeps (rate 0.9 of a small subset), which needs the size of the
+    training set (loaded once per data section)."""
+    sizes: dict[str, int] = {}
     for run in runs:
         config = load_config(
             config_path, [*overrides, *run.overrides, f"run.dir={root / run.name}"]
         )
-        check_pruning_options(config.pruning)
-        check_method_options(config)
+        try:
+            check_pruning_options(config.pruning)
+            check_method_options(config)
+            data = json.dumps(config.to_dict()["data"], sort_keys=True)
+            if data not in sizes:
+                train_data, _ = build_datasets(
+                    config.data, seed=config.seed, image_size=config.augment.image_size
+                )
+                sizes[data] = len(train_data)
+            pruner = Pruner(
+                config.pruning,
+                num_samples=sizes[data],
+                epochs=config.train.epochs,
+                seed=config.seed,
+            )
+            check_batch_size(config, sizes[data], pruner, world_size=1)
+        except UserInputError as problem:
+            raise UserInputError(f"sweep cell {run.name}: {problem}") from None
 
 
 def results_table(root: Path, runs: Sequence[SweepRun]) -> list[str]:
