@@ -16,7 +16,7 @@ from ssl_emp.engine.lock import RunLock
 from ssl_emp.errors import RunDirectoryBusyError, UserInputError
 from ssl_emp.experiments.compare import aggregate, collect, compare
 from ssl_emp.experiments.paired import budget_gap, paired_interval, paired_results
-from ssl_emp.experiments.sweep import find_run_dirs, plan_runs, sweep
+from ssl_emp.experiments.sweep import find_run_dirs, plan_runs, results_table, sweep
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records
 
@@ -139,6 +139,21 @@ def test_compare_csv_equals_run_files_and_plots_exist(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "| emp (batch) | 0.7 | 2 |" in report
     assert "82.00 ± 1.00" in report  # probe mean ± std of 0.83 and 0.81
+
+
+def test_a_mean_over_fewer_seeds_than_the_variant_has_says_so(tmp_path: Path) -> None:
+    """Three EMP seeds, one not evaluated yet (no probe.json, as while another process
+    evaluates it): the probe mean is the other two runs' (82.00) and is marked as such in
+    report.md and in the sweep's table; kNN, known for all three (77.00), is not marked."""
+    sweep_dir = tmp_path / "sweep"
+    for seed, (probe, knn) in enumerate(((0.83, 0.78), (0.81, 0.76), (0.50, 0.77))):
+        _fabricate_run(sweep_dir, f"emp_r0.7_s{seed}", "emp", 0.7, seed, probe, knn, visits=80)
+    (sweep_dir / "emp_r0.7_s2" / "probe.json").unlink()
+    out = compare([str(sweep_dir)], str(tmp_path / "out"))
+    row = next(line for line in (out / "report.md").read_text().splitlines() if "| emp" in line)
+    assert "| 82.00 ± 1.00 (2 of 3 seeds) | 77.00 ± 0.82 |" in row
+    table = results_table(sweep_dir, plan_runs(["emp"], [0.7], [0, 1, 2]))
+    assert " 82.00 ±  1.00 (2 of 3 seeds)   77.00 ±  0.82" in table[1]
 
 
 def test_compare_rejects_an_empty_directory(tmp_path: Path) -> None:
@@ -486,28 +501,27 @@ def test_a_run_taken_between_the_check_and_the_trainer_is_skipped(
 
 @pytest.mark.slow
 def test_two_processes_share_one_sweep_and_train_each_run_once(tmp_path: Path) -> None:
-    """Two real ``ssl-emp sweep --share`` processes on one grid: the second starts while the
-    first trains its first run; both finish, and every run is trained by exactly one of
-    them."""
+    """Two real ``ssl-emp sweep --share`` processes, started together on one grid of four
+    runs: both finish, every run is trained by exactly one of them, and each trains some."""
     sweep_dir, seeds = tmp_path / "sweep", "0,1"
     command = [sys.executable, "-m", "ssl_emp", "sweep", "--share", "--no-eval", "-c"]
     command += [str(ROOT / "configs" / "simclr_fashion_mnist.yaml"), "--dir", str(sweep_dir)]
     command += ["--policies", "random,topk", "--rates", "0.5", "--seeds", seeds]
     command += [*TINY_OVERRIDES, "data.subset=null", "data.synthetic_size=192", "train.epochs=3"]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert first.stdout is not None
-    lines = [first.stdout.readline()]
-    while ": start" not in lines[-1]:
-        assert lines[-1], "the first process ended before it started a run"
-        lines.append(first.stdout.readline())
-    second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    rest, _ = first.communicate(timeout=600)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
-    outputs = ["".join(lines) + rest, second.stdout]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, errors) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, errors[-2000:]
     names = [run.name for run in plan_runs(["random", "topk"], [0.5], [0, 1])]
-    started = [[name for name in names if f"{name}: start" in out] for out in outputs]
-    assert sorted(started[0] + started[1]) == sorted(names)  # each run once, none twice
-    assert started[0] and started[1]  # the second process took runs of its own
+    trained = [
+        [name for name in names if f"{name}: start" in out and f"{name}: busy" not in out]
+        for out, _ in outputs
+    ]
+    assert sorted(trained[0] + trained[1]) == sorted(names)  # each run once, none twice
+    assert trained[0] and trained[1]  # they shared the grid
     for name in names:
         assert len(metrics_records(sweep_dir / name)) == 3
     recorded = json.loads((sweep_dir / "sweep.json").read_text())["runs"]

@@ -200,6 +200,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "junk_visit_share",
         ):
             entry[key], entry[f"{key}_std"] = _mean_std([m[key] for m in members])
+            # a run still training or unevaluated has no value: the mean is over fewer seeds
+            entry[f"{key}_n"] = sum(m[key] is not None for m in members)
         summary.append(entry)
     return summary
 
@@ -212,6 +214,13 @@ def _format(value: Any, spread: Any = None, percent: bool = False) -> str:
     if spread:
         text += f" ± {scale * spread:.2f}"
     return text
+
+
+def partial_note(entry: dict[str, Any], key: str) -> str:
+    """`` (3 of 5 seeds)`` when only some of a variant's runs have ``key`` (the others still
+    train or are not evaluated yet), else empty: a mean over fewer seeds is said to be one."""
+    count = entry[f"{key}_n"]
+    return f" ({count} of {entry['seeds']} seeds)" if 0 < count < entry["seeds"] else ""
 
 
 def write_report(
@@ -238,7 +247,10 @@ def write_report(
         "|---|---|---|---|" + "---|" * len(keys) + "---|",
     ]
     for entry in summary:
-        accuracies = " | ".join(_format(entry[k], entry[f"{k}_std"], percent=True) for k, _ in keys)
+        accuracies = " | ".join(
+            _format(entry[k], entry[f"{k}_std"], percent=True) + partial_note(entry, k)
+            for k, _ in keys
+        )
         lines.append(
             f"| {entry['variant']} | {entry['rate']:g} | {entry['seeds']} | "
             f"{_format(entry['effective_rate'], entry['effective_rate_std'])} | {accuracies} | "

@@ -213,7 +213,8 @@ def check_cells(
 
 def results_table(root: Path, runs: Sequence[SweepRun]) -> list[str]:
     """The sweep's results, one line per variant and rate: mean ± std over seeds."""
-    from ssl_emp.experiments.compare import aggregate, collect  # compare imports this module
+    # compare imports this module
+    from ssl_emp.experiments.compare import aggregate, collect, partial_note
 
     present = [
         root / run.name for run in runs if RunDirectory(root / run.name).config_path.is_file()
@@ -235,6 +236,7 @@ def results_table(root: Path, runs: Sequence[SweepRun]) -> list[str]:
             f" {'-':>15}"
             if entry[key] is None
             else f" {100 * entry[key]:>7.2f} ± {100 * (entry[f'{key}_std'] or 0):>5.2f}"
+            + partial_note(entry, key)
             for key, _ in metrics
         )
         effective = "-" if entry["effective_rate"] is None else f"{entry['effective_rate']:.3f}"
