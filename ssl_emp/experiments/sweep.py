@@ -185,7 +185,7 @@ def check_cells(
     """Load and check every cell's config before the first one trains, so a bad value stops
     the sweep at once instead of after the cells before it; that includes a batch larger
     than the samples a cell keeps (rate 0.9 of a small subset), which needs the size of the
-    training set (loaded once per data section)."""
+    training set (``data.subset``, else the data loaded once per data section)."""
     sizes: dict[str, int] = {}
     for run in runs:
         config = load_config(
@@ -196,10 +196,11 @@ def check_cells(
             check_method_options(config)
             data = json.dumps(config.to_dict()["data"], sort_keys=True)
             if data not in sizes:
-                train_data, _ = build_datasets(
-                    config.data, seed=config.seed, image_size=config.augment.image_size
+                sizes[data] = config.data.subset or len(
+                    build_datasets(
+                        config.data, seed=config.seed, image_size=config.augment.image_size
+                    )[0]
                 )
-                sizes[data] = len(train_data)
             pruner = Pruner(
                 config.pruning,
                 num_samples=sizes[data],
