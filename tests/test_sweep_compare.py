@@ -15,8 +15,9 @@ from ssl_emp.config import load_config
 from ssl_emp.engine.lock import RunLock
 from ssl_emp.errors import RunDirectoryBusyError, UserInputError
 from ssl_emp.experiments.compare import aggregate, collect, compare
+from ssl_emp.experiments.grid import plan_runs
 from ssl_emp.experiments.paired import budget_gap, paired_interval, paired_results
-from ssl_emp.experiments.sweep import find_run_dirs, plan_runs, results_table, sweep
+from ssl_emp.experiments.sweep import find_run_dirs, results_table, sweep
 from ssl_emp.experiments.train import build_trainer
 from tests.conftest import ROOT, TINY_OVERRIDES, metrics_records
 

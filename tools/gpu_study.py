@@ -35,7 +35,8 @@ from study import RULES, matched_rate, rule_runs  # noqa: E402
 from ssl_emp.config import load_config  # noqa: E402
 from ssl_emp.data.sources import FASHION_MNIST_DEFAULT_ROOT  # noqa: E402
 from ssl_emp.experiments.compare import collect, compare  # noqa: E402
-from ssl_emp.experiments.sweep import SweepRun, find_run_dirs, plan_runs, sweep  # noqa: E402
+from ssl_emp.experiments.grid import SweepRun, plan_runs  # noqa: E402
+from ssl_emp.experiments.sweep import find_run_dirs, sweep  # noqa: E402
 
 LOCAL_DATA = ROOT / "data" / "fashion-mnist"
 POLICIES = ["random", "emp"]

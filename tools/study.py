@@ -61,8 +61,9 @@ sys.path.insert(0, str(ROOT))  # the worktree's own package, whatever is install
 
 from ssl_emp.config import load_config  # noqa: E402
 from ssl_emp.experiments.compare import collect, compare  # noqa: E402
+from ssl_emp.experiments.grid import SweepRun, plan_runs  # noqa: E402
 from ssl_emp.experiments.paired import baseline_pairs  # noqa: E402
-from ssl_emp.experiments.sweep import SweepRun, find_run_dirs, plan_runs, sweep  # noqa: E402
+from ssl_emp.experiments.sweep import find_run_dirs, sweep  # noqa: E402
 from ssl_emp.pruning import POLICIES  # noqa: E402
 from ssl_emp.pruning.selection import keep_count  # noqa: E402
 

@@ -107,7 +107,8 @@ def add_commands(
 
 def run_sweep(args: argparse.Namespace) -> None:
     """Train and evaluate every cell of the grid that is not done yet."""
-    from ssl_emp.experiments.sweep import plan_runs, sweep
+    from ssl_emp.experiments.grid import plan_runs
+    from ssl_emp.experiments.sweep import sweep
 
     runs = plan_runs(
         policies=split_list(args.policies, str, "--policies"),

@@ -20,7 +20,7 @@ import fcntl
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from ssl_emp.config import Config, load_config
@@ -32,114 +32,16 @@ from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import RunDirectoryBusyError, UserInputError
 from ssl_emp.eval import LinearProbe, WeightedKnn
 from ssl_emp.experiments.evaluate import evaluate_run
+from ssl_emp.experiments.grid import SweepRun
 from ssl_emp.experiments.train import train
 from ssl_emp.experiments.variants import flatten
 from ssl_emp.io import write_json
 from ssl_emp.methods import method_class
-from ssl_emp.pruning import POLICIES, Pruner
+from ssl_emp.pruning import Pruner
 from ssl_emp.pruning.options import check_pruning_options
-from ssl_emp.pruning.scores import SCORES
-
-ESTIMATORS = ("batch", "bank")
 
 MANIFEST = "sweep.json"
 MANIFEST_LOCK = ".sweep.lock"  # serialises updates of sweep.json by processes sharing a sweep
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One cell of the grid.
-
-    Attributes:
-        name: directory name under the sweep directory.
-        overrides: config overrides that make this run.
-    """
-
-    name: str
-    overrides: tuple[str, ...] = field(default=())
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
-def _directions(policy: str, directions: Sequence[str]) -> list[str | None]:
-    """The direction axis of one policy: None (its default) unless it ranks a score."""
-    if not directions or not POLICIES[policy].ranks_scores:
-        return [None]
-    return list(dict.fromkeys(directions))
-
-
-def plan_runs(
-    policies: Sequence[str],
-    rates: Sequence[float],
-    seeds: Sequence[int],
-    betas: Sequence[float] = (),
-    estimators: Sequence[str] = (),
-    directions: Sequence[str] = (),
-) -> list[SweepRun]:
-    """The grid, in a stable order. ``full`` runs once per seed (it has no rate); the beta and
-    estimator axes apply to policies that rank the EMP score (``emp``) only, the direction
-    axis to policies that rank a score (a run in a policy's own default direction gets no
-    suffix); a policy whose score reads the feature bank (``prototypical``) gets
-    ``memory.estimator=bank``.
-
-    Raises:
-        UserInputError: an unknown policy or direction, or a rate outside [0, 1).
-    """
-    for policy in policies:
-        if policy not in POLICIES:
-            raise UserInputError(
-                f"unknown policy '{policy}' in --policies; choose from {', '.join(POLICIES)}"
-            )
-    for direction in directions:
-        if direction not in ("hard", "easy"):
-            raise UserInputError(f"unknown direction '{direction}' in --directions; use hard,easy")
-    for rate in rates:
-        if not 0.0 <= rate < 1.0:
-            raise UserInputError(f"--rates: {rate:g} is outside [0, 1); use rates like 0.3,0.7")
-    for name in estimators:
-        if name not in ESTIMATORS:
-            raise UserInputError(
-                f"unknown memory estimator '{name}' in --estimators; use {','.join(ESTIMATORS)}"
-            )
-    for seed in seeds:
-        if seed < 0:
-            raise UserInputError(f"--seeds: {seed} is negative; seeds are 0, 1, 2, ...")
-    runs = []
-    for policy in policies:
-        for seed in seeds:
-            if POLICIES[policy].always_full:
-                runs.append(SweepRun(f"full_s{seed}", ("pruning.policy=full", f"seed={seed}")))
-                continue
-            for rate in rates:
-                base: tuple[str, ...] = (
-                    f"pruning.policy={policy}",
-                    f"pruning.rate={rate}",
-                    f"seed={seed}",
-                )
-                if SCORES[POLICIES[policy].default_score].needs_bank:
-                    base = (*base, "memory.estimator=bank")
-                name = f"{policy}_r{_number(rate)}_s{seed}"
-                emp = SCORES[POLICIES[policy].default_score].memory_term
-                beta_axis: list[float | None] = [*betas] if emp and betas else [None]
-                estimator_axis: list[str | None] = [*estimators] if emp and estimators else [None]
-                for way in _directions(policy, directions):
-                    for beta in beta_axis:
-                        for estimator in estimator_axis:
-                            extra, suffix = [], ""
-                            if beta is not None:
-                                extra.append(f"pruning.beta={beta}")
-                                suffix += f"_b{_number(beta)}"
-                            if estimator is not None:
-                                extra.append(f"memory.estimator={estimator}")
-                                suffix += f"_{estimator}"
-                            if way is not None:
-                                extra.append(f"pruning.direction={way}")
-                                if way != POLICIES[policy].default_direction:
-                                    suffix += f"_{way}"
-                            runs.append(SweepRun(name + suffix, (*base, *extra)))
-    return runs
 
 
 def training_finished(run_dir: Path) -> bool:
@@ -304,7 +206,7 @@ def sweep(
     Args:
         config_path: the base YAML config.
         sweep_dir: parent directory of the runs.
-        runs: the grid (see :func:`plan_runs`).
+        runs: the grid (see :func:`~ssl_emp.experiments.grid.plan_runs`).
         overrides: overrides applied to every run (before the run's own).
         evaluate: run the linear probe and kNN on SSL runs.
         share: other processes run the same sweep: a run another process holds (trains or
