@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as tvf
-from torchvision.io import encode_jpeg
+from torchcodec.encoders import JpegEncoder
 from tqdm import tqdm
 
 from ssl_emp.config import DataConfig
@@ -77,7 +77,8 @@ class SplitWriter:
         else:
             assert self.stream is not None, "add after finish"
             for image in images:
-                encoded = encode_jpeg(image.contiguous(), quality=self.quality).numpy().tobytes()
+                jpeg = JpegEncoder(image.contiguous()).to_tensor(quality=self.quality)
+                encoded = jpeg.numpy().tobytes()
                 self.stream.write(encoded)
                 self.offsets.append(self.offsets[-1] + len(encoded))
         self.written = end

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchcodec.decoders import decode_jpeg
 
 from ssl_emp.data.manifest import (
     MANIFEST,
@@ -163,11 +163,11 @@ class StoredImages:
         if not encoded:
             return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
         try:
-            decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
+            decoded = decode_jpeg(encoded, mode="UNCHANGED")
         except RuntimeError as error:
             bad = next((int(r) for r, e in zip(rows, encoded, strict=True) if not _decodes(e)), "?")
             raise damaged(
-                self.root, f"{self.split} sample {bad} is not a readable JPEG ({error})"
+                self.root, f"{self.split} sample {bad} is not a readable JPEG ({_reason(error)})"
             ) from None
         for row, image in zip(rows, decoded, strict=True):
             if tuple(image.shape) != self.shape[1:]:
@@ -176,7 +176,7 @@ class StoredImages:
                     f"{self.split} sample {int(row)} decodes to {_shape(image.shape)}, but the "
                     f"manifest says {_shape(self.shape[1:])}",
                 )
-        return torch.stack(decoded)
+        return torch.stack(list(decoded))  # a list of encoded images decodes to a list
 
     def source_files(self) -> list[str] | None:
         """The image file each sample of this view was prepared from, in order (stores of
@@ -215,10 +215,17 @@ class StoredImages:
 
 def _decodes(encoded: torch.Tensor) -> bool:
     try:
-        decode_jpeg(encoded)
+        decode_jpeg(encoded, mode="UNCHANGED")
     except RuntimeError:
         return False
     return True
+
+
+def _reason(error: RuntimeError) -> str:
+    """The decoder's reason without its C++ source location: ``Not a JPEG file: starts with
+    0x01 0x02`` from ``read_header_and_start, /.../DecodeJpeg.cpp:208, Not a JPEG file: ...``."""
+    text = str(error)
+    return text.split(".cpp:", 1)[1].split(", ", 1)[-1] if ".cpp:" in text else text
 
 
 def _shape(shape: Sequence[int]) -> str:
