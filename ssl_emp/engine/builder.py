@@ -19,6 +19,7 @@ from ssl_emp.data.label_noise import flip_labels
 from ssl_emp.engine.device import resolve_device
 from ssl_emp.engine.distributed import DistributedContext, init_distributed
 from ssl_emp.engine.optim import build_optimizer
+from ssl_emp.engine.platform import describe_platform
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.engine.seeding import seed_everything
 from ssl_emp.errors import UserInputError
@@ -235,6 +236,8 @@ def build_parts(
     )
     check_batch_size(config, len(train_data), pruner, context.world_size)
     run = prepare_run_directory(config, context)
+    if context.is_main:
+        run.record_platform(describe_platform(device))
     train_data, label_noise, junk = contaminate(config, train_data)
     seed_everything(config.seed + context.rank)  # distinct views per rank
     data = train_data.to(device)

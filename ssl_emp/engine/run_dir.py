@@ -13,10 +13,12 @@
     RUN_DIR/knn.json          weighted-kNN result (``top1``)
     RUN_DIR/demo.json         ``ssl-emp demo``: pretrained vs random-init probe
     RUN_DIR/preempted.json    present while the run is stopped by a signal and not resumed
+    RUN_DIR/platform.json     the platforms (torch, CPU capability, device) it trained on
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ JUNK_FILE = "junk.npz"
 EVAL_FILE = "eval.json"
 DEMO_FILE = "demo.json"
 PREEMPTED_FILE = "preempted.json"
+PLATFORM_FILE = "platform.json"
 # Keys that may differ between a run and its resumption.
 RESUME_FREE_KEYS = {
     "run.resume",
@@ -131,6 +134,29 @@ class RunDirectory:
     def clear_preempted(self) -> None:
         """Remove ``preempted.json`` (the run is training again)."""
         self.preempted_path.unlink(missing_ok=True)
+
+    @property
+    def platform_path(self) -> Path:
+        """Where the run's platforms are listed (see :mod:`ssl_emp.engine.platform`)."""
+        return self.path / PLATFORM_FILE
+
+    def platforms(self) -> list[dict[str, Any]]:
+        """The platforms the run trained on, in the order they first trained it (empty for a
+        run from before they were recorded, or when the file is unreadable: it only
+        describes, so it never stops a run)."""
+        if not self.platform_path.is_file():
+            return []
+        try:
+            return list(json.loads(self.platform_path.read_text())["platforms"])
+        except (ValueError, KeyError, TypeError):
+            return []
+
+    def record_platform(self, platform: dict[str, str]) -> None:
+        """Add ``platform`` to ``platform.json`` unless it is there (a run resumed on another
+        machine lists both)."""
+        known = self.platforms()
+        if platform not in known:
+            write_json(self.platform_path, {"platforms": [*known, platform]})
 
     def started(self) -> bool:
         """Whether training wrote anything to resume or keep: a checkpoint or an epoch's

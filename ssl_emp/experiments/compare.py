@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ssl_emp.config import config_from_dict, read_yaml
+from ssl_emp.engine.platform import platform_label
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.paired import (
@@ -72,6 +73,7 @@ COLUMNS = [
     "label_noise",
     "junk_fraction",
     "junk_visit_share",
+    "platform",
     "baseline",
     "probe_top1_vs_baseline",
     "knn_top1_vs_baseline",
@@ -130,6 +132,7 @@ def collect(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 "label_noise": config.data.label_noise,
                 "junk_fraction": config.data.junk_fraction,
                 "junk_visit_share": last.get("junk_visit_share"),
+                "platform": "; ".join(platform_label(p) for p in run.platforms()) or None,
                 "metrics": metrics,
             }
         )
@@ -162,6 +165,25 @@ def drop_repeated_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         kept[key] = row
     return list(kept.values())
+
+
+def platform_note(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when the runs were computed on more than one platform (torch build, CPU
+    vector capability, device; see :mod:`ssl_emp.engine.platform`), else None: the same
+    config and seed give other numbers on each, so pairs across them are noisier."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if row["platform"] is not None:
+            counts[row["platform"]] += 1
+    if len(counts) < 2:
+        return None
+    listed = "; ".join(f"{label} ({count} runs)" for label, count in counts.items())
+    return (
+        f"the runs come from {len(counts)} platforms: {listed}. The same config and seed give "
+        "other numbers on each (floating-point kernels differ), so pairs across platforms are "
+        "noisier; rerun the baseline on the platform of the runs it is paired with, or pin one "
+        "instruction set everywhere (docs/pretraining.md; results.csv, column platform)"
+    )
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -235,12 +257,14 @@ def write_report(
     keys = accuracy_keys(rows)
     if any(row["junk_visit_share"] is not None for row in rows):
         keys = [*keys, ("junk_visit_share", "junk share of visits")]
+    note = platform_note(rows)
     lines = [
         "# Comparison report",
         "",
         f"{len(rows)} runs. Accuracies in %, mean ± std over seeds; the effective pruning "
         "rate is 1 - sample-visits / (N x epochs).",
         "",
+        *([f"**Note:** {note[0].upper()}{note[1:]}.", ""] if note else []),
         "| variant | rate | seeds | effective rate | "
         + " | ".join(label for _, label in keys)
         + " | wall time (s) |",
@@ -298,6 +322,9 @@ def compare(paths: Sequence[str], out: str, baseline: str | None = None) -> Path
         UserInputError: ``baseline`` names no policy of these runs.
     """
     rows = collect(find_run_dirs(paths))
+    note = platform_note(rows)
+    if note:
+        print(f"compare: {note}", file=sys.stderr)
     if baseline is not None and not any(row["variant"] == baseline for row in rows):
         present = ", ".join(dict.fromkeys(row["variant"] for row in rows))
         raise UserInputError(
