@@ -7,7 +7,9 @@ to ``tests/golden/golden_runs.json``: every ``metrics.jsonl`` value, a SHA-256 o
 weights. ``check`` trains them again and lists every difference (exit 1 if any).
 
 Floating-point results depend on the CPU's vector unit, so the file records the torch
-version and CPU capability it was made with; ``check`` refuses to compare across them.
+version and CPU capability it was made with; ``check`` refuses to compare across them, except
+that runs recorded on an AVX2 CPU are checked on an AVX-512 one with the libraries pinned to
+AVX2 (``AVX2_PINS`` in ``ssl_emp/engine/platform.py``), which computes the same numbers.
 
     python tools/golden_runs.py record        # before a refactor
     python tools/golden_runs.py check         # after it: must print "identical"
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -31,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ssl_emp.engine.checkpoint import list_checkpoints  # noqa: E402
+from ssl_emp.engine.platform import AVX2_PINS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_FILE = ROOT / "tests" / "golden" / "golden_runs.json"
@@ -138,8 +142,9 @@ def _summarise(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def train_one(name: str, workdir: Path) -> dict[str, Any]:
-    """Train golden run ``name`` into ``workdir/name``; returns its summary."""
+def train_one(name: str, workdir: Path, pins: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train golden run ``name`` into ``workdir/name`` (with the environment variables
+    ``pins`` set); returns its summary."""
     arguments, processes = GOLDEN_RUNS[name]
     run_dir = workdir / name
     command = [sys.executable]
@@ -151,16 +156,21 @@ def train_one(name: str, workdir: Path) -> dict[str, Any]:
             f"--master_port={_free_port()}",
         ]
     command += ["-m", "ssl_emp", *arguments, f"run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    environment = {**os.environ, **(pins or {})}
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=environment
+    )
     if result.returncode != 0:
         raise RuntimeError(f"golden run {name} failed:\n{result.stderr[-3000:]}")
     return _summarise(run_dir)
 
 
-def train_all(names: list[str], jobs: int) -> dict[str, dict[str, Any]]:
-    """Summaries of the golden runs ``names`` (``jobs`` at a time)."""
+def train_all(
+    names: list[str], jobs: int, pins: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Summaries of the golden runs ``names`` (``jobs`` at a time, ``pins`` set)."""
     with tempfile.TemporaryDirectory() as workdir, ThreadPoolExecutor(jobs) as pool:
-        summaries = pool.map(lambda name: train_one(name, Path(workdir)), names)
+        summaries = pool.map(lambda name: train_one(name, Path(workdir), pins), names)
         return dict(zip(names, summaries, strict=True))
 
 
@@ -170,6 +180,23 @@ def machine() -> dict[str, str]:
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def pins_for(recorded: dict[str, str]) -> dict[str, str] | None:
+    """The environment that makes this machine compute what ``recorded`` computed: none
+    needed on the same machine, :data:`AVX2_PINS` for AVX2 runs on an AVX-512 CPU of the same
+    torch; None when no setting is known to make them agree."""
+    here = machine()
+    if recorded == here:
+        return {}
+    same_torch = recorded.get("torch") == here["torch"]
+    if (
+        same_torch
+        and recorded.get("cpu_capability") == "AVX2"
+        and here["cpu_capability"] == "AVX512"
+    ):
+        return dict(AVX2_PINS)
+    return None
 
 
 def differences(expected: Any, actual: Any, where: str = "") -> list[str]:
@@ -213,10 +240,13 @@ def main() -> int:
         print(f"recorded {len(names)} golden runs in {GOLDEN_FILE}")
         return 0
     golden = json.loads(GOLDEN_FILE.read_text())
-    if golden["machine"] != machine():
+    pins = pins_for(golden["machine"])
+    if pins is None:
         print(f"cannot compare: recorded on {golden['machine']}, this is {machine()}")
         return 2
-    found = differences({n: golden["runs"][n] for n in names}, train_all(names, args.jobs))
+    if pins:
+        print(f"recorded on {golden['machine']}, this is {machine()}: checking pinned to AVX2")
+    found = differences({n: golden["runs"][n] for n in names}, train_all(names, args.jobs, pins))
     for line in found:
         print(line)
     print("identical" if not found else f"{len(found)} differences")
