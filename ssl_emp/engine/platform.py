@@ -14,6 +14,7 @@ the platform.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 import torch
@@ -63,3 +64,19 @@ def platform_label(platform: dict[str, Any]) -> str:
         f"{platform.get('device', '?')}"
     )
     return f"{label} ({platform['pinned']})" if platform.get("pinned") else label
+
+
+def platform_note(labels: list[str | None]) -> str | None:
+    """A warning when runs with these platform labels (:func:`platform_label`; None where a
+    run recorded none) come from more than one platform, else None: the same config and
+    seed give other numbers on each, so pairs across them are noisier."""
+    counts = Counter(label for label in labels if label is not None)
+    if len(counts) < 2:
+        return None
+    listed = "; ".join(f"{label} ({count} runs)" for label, count in counts.items())
+    return (
+        f"the runs come from {len(counts)} platforms: {listed}. The same config and seed give "
+        "other numbers on each (floating-point kernels differ), so pairs across platforms are "
+        "noisier; rerun the baseline on the platform of the runs it is paired with, or pin one "
+        "instruction set everywhere (docs/pretraining.md; results.csv, column platform)"
+    )

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ssl_emp.config import config_from_dict, read_yaml
-from ssl_emp.engine.platform import platform_label
+from ssl_emp.engine.platform import platform_label, platform_note
 from ssl_emp.engine.run_dir import RunDirectory
 from ssl_emp.errors import UserInputError
 from ssl_emp.experiments.paired import (
@@ -167,25 +167,6 @@ def drop_repeated_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(kept.values())
 
 
-def platform_note(rows: list[dict[str, Any]]) -> str | None:
-    """A warning when the runs were computed on more than one platform (torch build, CPU
-    vector capability, device; see :mod:`ssl_emp.engine.platform`), else None: the same
-    config and seed give other numbers on each, so pairs across them are noisier."""
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        if row["platform"] is not None:
-            counts[row["platform"]] += 1
-    if len(counts) < 2:
-        return None
-    listed = "; ".join(f"{label} ({count} runs)" for label, count in counts.items())
-    return (
-        f"the runs come from {len(counts)} platforms: {listed}. The same config and seed give "
-        "other numbers on each (floating-point kernels differ), so pairs across platforms are "
-        "noisier; rerun the baseline on the platform of the runs it is paired with, or pin one "
-        "instruction set everywhere (docs/pretraining.md; results.csv, column platform)"
-    )
-
-
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """``results.csv``: one line per run, the columns of :data:`COLUMNS`."""
     buffer = io.StringIO()
@@ -257,7 +238,7 @@ def write_report(
     keys = accuracy_keys(rows)
     if any(row["junk_visit_share"] is not None for row in rows):
         keys = [*keys, ("junk_visit_share", "junk share of visits")]
-    note = platform_note(rows)
+    note = platform_note([row["platform"] for row in rows])
     lines = [
         "# Comparison report",
         "",
@@ -322,7 +303,7 @@ def compare(paths: Sequence[str], out: str, baseline: str | None = None) -> Path
         UserInputError: ``baseline`` names no policy of these runs.
     """
     rows = collect(find_run_dirs(paths))
-    note = platform_note(rows)
+    note = platform_note([row["platform"] for row in rows])
     if note:
         print(f"compare: {note}", file=sys.stderr)
     if baseline is not None and not any(row["variant"] == baseline for row in rows):
