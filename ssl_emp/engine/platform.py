@@ -19,17 +19,8 @@ from typing import Any
 
 import torch
 
-# environment variables that pin the instruction set of torch, oneDNN, MKL, faiss and OpenBLAS
-ISA_VARIABLES = (
-    "ATEN_CPU_CAPABILITY",
-    "ONEDNN_MAX_CPU_ISA",
-    "DNNL_MAX_CPU_ISA",
-    "MKL_ENABLE_INSTRUCTIONS",
-    "MKL_CBWR",
-    "FAISS_SIMD_LEVEL",
-    "OPENBLAS_CORETYPE",
-)
-# the settings of ISA_VARIABLES that make a newer x86 CPU compute what an AVX2 CPU computes,
+# the environment variables that pin the instruction set of torch, oneDNN, MKL, faiss and
+# OpenBLAS, set so that they make a newer x86 CPU compute what an AVX2 CPU computes,
 # bit for bit (checked with the golden runs, tools/golden_runs.py, on an AVX-512 CPU)
 AVX2_PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -40,6 +31,7 @@ AVX2_PINS = {
     "FAISS_SIMD_LEVEL": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
 }
+ISA_VARIABLES = tuple(AVX2_PINS)  # those a platform lists when they are set
 
 
 def describe_platform(device: torch.device) -> dict[str, str]:

@@ -232,13 +232,13 @@ def write_report(
     out: Path,
     plots: list[str],
     paired: list[str] | None = None,
+    note: str | None = None,
 ) -> None:
     """``report.md``: the per-variant summary table, the paired differences (when a baseline
     is given), the per-run table and the plots."""
     keys = accuracy_keys(rows)
     if any(row["junk_visit_share"] is not None for row in rows):
         keys = [*keys, ("junk_visit_share", "junk share of visits")]
-    note = platform_note([row["platform"] for row in rows])
     lines = [
         "# Comparison report",
         "",
@@ -335,5 +335,5 @@ def compare(paths: Sequence[str], out: str, baseline: str | None = None) -> Path
         draw(buffer)
         write_bytes(out_dir / name, buffer.getvalue())
     extra = paired_section(paired, baseline) if baseline and paired else []
-    write_report(summary, rows, out_dir, list(plots), extra)
+    write_report(summary, rows, out_dir, list(plots), extra, note)
     return out_dir
